@@ -165,14 +165,14 @@ def queue_latency(queue: str, *queues: str) -> bytes:
 
 
 def mutate(cmd: str, target: str, filter: Mapping[str, Any] | None = None) -> bytes:  # noqa: A002
-    """``MUTATE {...}`` on the retries, scheduled or dead set.
+    r"""``MUTATE {...}`` on the retries, scheduled or dead set.
 
     Args:
         cmd: ``clear``, ``kill``, ``discard`` or ``requeue``.
         target: ``retries``, ``scheduled`` or ``dead``.
         filter: Optional ``jids`` (list of str), ``regexp`` (a Redis glob) and ``jobtype`` (str).
 
-    The JSON is written without a single space character (spaces inside strings become ``\\u0020``), because
+    The JSON is written without a single space character (spaces inside strings become ``\u0020``), because
     the server splits the MUTATE line on spaces.
     """
     if cmd not in MUTATE_COMMANDS:

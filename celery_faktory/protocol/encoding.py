@@ -30,9 +30,9 @@ def dumps(value: Any) -> str:
 
 
 def dumps_spaceless(value: Any) -> str:
-    """Encode ``value`` as compact JSON that contains no space character at all.
+    r"""Encode ``value`` as compact JSON that contains no space character at all.
 
-    Compact JSON has spaces only inside strings; each is written as the equivalent escape ``\\u0020``, so
+    Compact JSON has spaces only inside strings; each is written as the equivalent escape ``\u0020``, so
     the decoded value is unchanged. MUTATE needs this: the server splits its line on single spaces.
     """
     return dumps(value).replace(" ", "\\u0020")

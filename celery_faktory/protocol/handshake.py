@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from celery_faktory.errors import AuthenticationFailed, MalformedReply, VersionMismatch
 from celery_faktory.protocol.encoding import dumps
@@ -140,5 +140,5 @@ def hello_payload(
     return payload
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)

@@ -151,10 +151,10 @@ def parse_timestamp(text: str) -> int:
     match = _RFC3339.fullmatch(text)
     if match is None:
         raise ValueError(f'parsing time "{text}" as "{_RFC3339_LAYOUT}": cannot parse "{text}" as RFC 3339')
-    fields = [int(part) for part in match.group(1, 2, 3, 4, 5, 6)]
+    year, month, day, hour, minute, second = (int(part) for part in match.group(1, 2, 3, 4, 5, 6))
     fraction, sign, off_hours, off_minutes = match.group(7), match.group(9), match.group(10), match.group(11)
     try:
-        moment = datetime(*fields, tzinfo=timezone.utc)
+        moment = datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
         if sign:
             offset = timedelta(hours=int(off_hours), minutes=int(off_minutes))
             if int(off_hours) > 23 or int(off_minutes) > 59:

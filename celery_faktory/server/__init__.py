@@ -25,10 +25,11 @@ from urllib.parse import quote
 
 from celery_faktory.clock import Clock, ManualClock, SystemClock
 from celery_faktory.server.config import ServerConfig
+from celery_faktory.server.faults import Fault
 from celery_faktory.server.listener import Listener
 from celery_faktory.server.store import ServerState
 
-__all__ = ["FaktoryServer", "ServerConfig"]
+__all__ = ["Fault", "FaktoryServer", "ServerConfig"]
 
 _T = TypeVar("_T")
 
@@ -192,8 +193,11 @@ class FaktoryServer:
         return self._call(lambda listener: listener.state.set_worker_state(wid, "terminate"))
 
     def run_periodic_tasks(self) -> None:
-        """Run every periodic task now: promote due scheduled jobs and retries, expire reservations, reap
-        workers without a recent heartbeat, purge the dead set."""
+        """Run every periodic task now.
+
+        That promotes due scheduled jobs and retries, expires reservations, reaps workers without a recent
+        heartbeat and purges the dead set.
+        """
         self._call(lambda listener: listener.run_tasks(force=True))
 
     def advance(self, seconds: float) -> None:
@@ -246,10 +250,16 @@ class FaktoryServer:
 
     def info(self) -> dict[str, Any]:
         """The INFO document, as a client would get it."""
-        return self._call(
-            lambda listener: listener.state.info(connections=len(listener.connections), used_memory_mb=0)
-        )
+        return self._call(lambda listener: listener.state.info(connections=len(listener.connections), used_memory_mb=0))
 
     def flush(self) -> None:
         """Delete every job, set and counter, as FLUSH does."""
         self._call(lambda listener: listener.state.flush())
+
+    def inject_fault(self, verb: str, fault: Fault, *, times: int = 1) -> None:
+        """Make the next ``times`` replies to ``verb`` misbehave as ``fault`` says (see :class:`Fault`)."""
+        self._call(lambda listener: listener.faults.arm(verb, fault, times))
+
+    def clear_faults(self) -> None:
+        """Disarm every injected fault."""
+        self._call(lambda listener: listener.faults.clear())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import ssl
@@ -53,10 +54,8 @@ def main(
     logging.getLogger("celery_faktory.server").info(
         "Faktory-compatible server on %s:%d (pid %d)%s", host, port, os.getpid(), " with TLS" if context else ""
     )
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -173,7 +173,9 @@ class CommandHandler:
         if not isinstance(payload, dict) or not _beat_types_ok(payload):
             return encode_error(f"invalid BEAT {argument}")
         try:
-            state = self._state.beat(payload.get("wid") or "", payload.get("current_state") or "", payload.get("rss_kb"))
+            state = self._state.beat(
+                payload.get("wid") or "", payload.get("current_state") or "", payload.get("rss_kb")
+            )
         except Rejected as exc:
             return encode_error(str(exc))
         return _OK if state == "running" else encode_bulk(dumps({"state": state}))
@@ -225,7 +227,7 @@ def _fail_types_ok(payload: dict[str, Any]) -> bool:
         if payload.get(name) is not None and not isinstance(payload[name], str):
             return False
     backtrace = payload.get("backtrace")
-    return backtrace is None or isinstance(backtrace, list) and all(isinstance(line, str) for line in backtrace)
+    return backtrace is None or (isinstance(backtrace, list) and all(isinstance(line, str) for line in backtrace))
 
 
 def _beat_types_ok(payload: dict[str, Any]) -> bool:
@@ -233,7 +235,7 @@ def _beat_types_ok(payload: dict[str, Any]) -> bool:
         if payload.get(name) is not None and not isinstance(payload[name], str):
             return False
     rss_kb = payload.get("rss_kb")
-    return rss_kb is None or isinstance(rss_kb, int) and not isinstance(rss_kb, bool)
+    return rss_kb is None or (isinstance(rss_kb, int) and not isinstance(rss_kb, bool))
 
 
 def _filter_types_ok(filter_: dict[str, Any]) -> bool:

@@ -20,6 +20,7 @@ from typing import Any
 from celery_faktory.protocol.replies import NEED_DATA, encode_bulk, encode_error, encode_simple
 from celery_faktory.protocol.session import Close, Command, Hello, ServerSession
 from celery_faktory.server.commands import CLOSE, CommandHandler, FetchRequest
+from celery_faktory.server.faults import Fault, FaultPlan
 from celery_faktory.server.store import ServerState, encode_job
 
 __all__ = ["Listener"]
@@ -54,6 +55,7 @@ class Listener:
         self.ssl_context = ssl_context
         self.handler = CommandHandler(state, lambda: len(self.connections), _used_memory_mb)
         self.connections: dict[int, _Connection] = {}
+        self.faults = FaultPlan()
         self._ids = itertools.count(1)
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._server: asyncio.AbstractServer | None = None
@@ -155,6 +157,7 @@ class _Connection(asyncio.Protocol):
         self._writable.set()
         self._task: asyncio.Task[None] | None = None
         self._hello_timer: asyncio.TimerHandle | None = None
+        self._held = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -225,11 +228,36 @@ class _Connection(asyncio.Protocol):
                 return
             if isinstance(result, FetchRequest):
                 job = await listener.serve_fetch(result, self)
-                self._write(encode_bulk(None if job is None else encode_job(job)))
-            else:
-                assert isinstance(result, bytes)
-                self._write(result)
+                result = encode_bulk(None if job is None else encode_job(job))
+            assert isinstance(result, bytes)
+            fault = listener.faults.take(event.verb)
+            if fault is None:
+                self._write(self._held + result)
+                self._held = b""
+            elif not await self._write_faulty(result, fault):
+                return
             await self._writable.wait()
+
+    async def _write_faulty(self, reply: bytes, fault: Fault) -> bool:
+        """Write ``reply`` as ``fault`` says; False once the connection has been dropped."""
+        if fault.delay:
+            await asyncio.sleep(fault.delay)
+        if fault.garbage is not None:
+            reply = fault.garbage
+        if fault.hold:
+            self._held += reply
+            return True
+        data, self._held = self._held + reply, b""
+        if fault.drop_after is not None:
+            self._write(data[: fault.drop_after])
+            await asyncio.sleep(0.01)
+            self.abort()
+            return False
+        step = fault.split or len(data)
+        for start in range(0, len(data), step):
+            self._write(data[start : start + step])
+            await asyncio.sleep(0.01)
+        return True
 
     def _accept(self, hello: Hello) -> None:
         if self._hello_timer is not None:

@@ -58,11 +58,10 @@ def _ns(seconds: float) -> int:
 
 
 def _clip(text: str, limit: int) -> str:
-    data = text.strip().encode()
+    text = text.strip()
+    data = text.encode()
     if len(data) > limit:
         text = data[:limit].decode(errors="ignore")
-    else:
-        text = text.strip()
     return text or "unknown"
 
 
@@ -139,7 +138,7 @@ class JobSet:
 
 
 def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """Translate a Redis glob (``*``, ``?``, ``[...]``, ``\\`` escapes) into a compiled regular expression."""
+    r"""Translate a Redis glob (``*``, ``?``, ``[...]``, ``\`` escapes) into a compiled regular expression."""
     out: list[str] = []
     index = 0
     while index < len(pattern):
@@ -251,8 +250,10 @@ class ServerState:
     # -- consuming -------------------------------------------------------------------------------------
 
     def fetch_refused(self, queues: Sequence[str], connection: int, wid: str) -> bool:
-        """Whether a FETCH must wait out its timeout and answer nothing: the worker is quiet or
-        terminating, or every queue it names is paused."""
+        """Whether a FETCH must wait out its timeout and answer nothing.
+
+        That is so when the worker is quiet or terminating, or when every queue the FETCH names is paused.
+        """
         record = self.workers.get(wid) if wid else None
         if record is not None and record.state != "running":
             return True
