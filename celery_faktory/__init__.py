@@ -1,10 +1,44 @@
-"""A Faktory toolkit for Celery users: protocol core, Faktory-compatible server and pytest fixtures.
+"""A Faktory toolkit for Celery users.
 
-Public names live in their subpackages: :mod:`celery_faktory.protocol` (the sans-I/O wire protocol),
-:mod:`celery_faktory.server` (``FaktoryServer``, an in-memory Faktory 1.9.4 work server) and
-:mod:`celery_faktory.errors` (the exception tree).
+The public names: :class:`Client` and :class:`Job` (producing), the errors under :class:`FaktoryError`; the
+sans-I/O wire protocol in :mod:`celery_faktory.protocol`; an in-memory Faktory 1.9.4 work server in
+:mod:`celery_faktory.server`; pytest fixtures in :mod:`celery_faktory.pytest_plugin`.
 """
 
-from celery_faktory.errors import FaktoryError
+from celery_faktory.client import Client
+from celery_faktory.config import ClientConfig
+from celery_faktory.errors import (
+    AuthenticationFailed,
+    ConfigurationError,
+    ConnectFailed,
+    ConnectionLost,
+    FaktoryConnectionError,
+    FaktoryError,
+    FaktoryTimeout,
+    HandshakeError,
+    InvalidCommand,
+    JobRejected,
+    MalformedReply,
+    ProtocolError,
+    ServerError,
+)
+from celery_faktory.job import Job
 
-__all__ = ["FaktoryError"]
+__all__ = [
+    "AuthenticationFailed",
+    "Client",
+    "ClientConfig",
+    "ConfigurationError",
+    "ConnectFailed",
+    "ConnectionLost",
+    "FaktoryConnectionError",
+    "FaktoryError",
+    "FaktoryTimeout",
+    "HandshakeError",
+    "InvalidCommand",
+    "Job",
+    "JobRejected",
+    "MalformedReply",
+    "ProtocolError",
+    "ServerError",
+]

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationFailed",
+    "ConfigurationError",
+    "ConnectFailed",
+    "ConnectionLost",
     "EnterpriseOnly",
+    "FaktoryConnectionError",
     "FaktoryError",
+    "FaktoryTimeout",
     "HandshakeError",
     "InvalidCommand",
     "JobRejected",
@@ -40,7 +45,27 @@ class MalformedReply(ProtocolError):
     """The peer sent bytes that are not a valid Faktory reply (the peer's fault)."""
 
 
-class HandshakeError(FaktoryError):
+class ConfigurationError(FaktoryError, ValueError):
+    """A URL, environment variable or option does not describe a usable Faktory setup."""
+
+
+class FaktoryConnectionError(FaktoryError):
+    """The connection to the server could not be made or was lost."""
+
+
+class ConnectFailed(FaktoryConnectionError):
+    """No connection to the server could be opened (refused, unreachable, TLS failure)."""
+
+
+class ConnectionLost(FaktoryConnectionError):
+    """An open connection broke: the server closed it or the network failed mid-command."""
+
+
+class FaktoryTimeout(FaktoryConnectionError, TimeoutError):
+    """The server did not answer within the read timeout."""
+
+
+class HandshakeError(FaktoryConnectionError):
     """The HI/HELLO handshake did not complete."""
 
 

@@ -1,0 +1,102 @@
+"""A thread-safe, fork-aware pool of :class:`~celery_faktory.client.connection.Connection` objects.
+
+Connections are opened on demand up to ``size`` and reused most-recently-used first. A connection that broke
+is closed and dropped on release. After a fork (Celery's prefork pool forks after import), the child forgets
+the parent's sockets without touching them and opens its own.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from celery_faktory.client.connection import Connection
+from celery_faktory.errors import FaktoryTimeout
+
+__all__ = ["ConnectionPool"]
+
+
+class ConnectionPool:
+    """Up to ``size`` connections made by ``factory``.
+
+    Args:
+        factory: Opens a new connection.
+        size: The most connections open at once.
+        acquire_timeout: Seconds to wait for a free connection before giving up.
+    """
+
+    def __init__(self, factory: Callable[[], Connection], size: int, *, acquire_timeout: float = 10.0) -> None:
+        if size < 1:
+            raise ValueError("a connection pool needs a size of at least 1")
+        self._factory = factory
+        self.size = size
+        self.acquire_timeout = acquire_timeout
+        self._idle: list[Connection] = []
+        self._in_use = 0
+        self._pid = os.getpid()
+        self._condition = threading.Condition()
+        self._closed = False
+
+    def _check_fork(self) -> None:
+        if self._pid != os.getpid():
+            # The parent's sockets belong to the parent: forget them, never write END on them.
+            self._idle = []
+            self._in_use = 0
+            self._pid = os.getpid()
+            self._condition = threading.Condition()
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """Borrow a connection for the duration of a ``with`` block."""
+        connection = self.acquire()
+        try:
+            yield connection
+        finally:
+            self.release(connection)
+
+    def acquire(self) -> Connection:
+        """Take an idle connection, or open one, waiting while ``size`` are in use.
+
+        Raises:
+            FaktoryTimeout: No connection became free within ``acquire_timeout``.
+        """
+        self._check_fork()
+        deadline = time.monotonic() + self.acquire_timeout
+        with self._condition:
+            while not self._idle and self._in_use >= self.size:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._condition.wait(remaining):
+                    raise FaktoryTimeout(f"no free Faktory connection within {self.acquire_timeout} s")
+            self._in_use += 1
+            if self._idle:
+                return self._idle.pop()
+        try:
+            return self._factory()
+        except BaseException:
+            with self._condition:
+                self._in_use -= 1
+                self._condition.notify()
+            raise
+
+    def release(self, connection: Connection) -> None:
+        """Give a connection back; a broken one is closed instead of kept."""
+        if connection.pid != os.getpid():
+            return
+        with self._condition:
+            self._in_use -= 1
+            if connection.broken or self._closed:
+                connection.close()
+            else:
+                self._idle.append(connection)
+            self._condition.notify()
+
+    def close(self) -> None:
+        """Close the idle connections; connections in use are closed when they come back."""
+        with self._condition:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
