@@ -111,7 +111,7 @@ class Listener:
         """Serve one FETCH: a job at once, or the first one pushed within the fetch timeout, or ``None``."""
         loop = asyncio.get_running_loop()
         timeout = self.config.fetch_timeout
-        if self.state.fetch_refused(request.queues, connection.id, connection.wid):
+        if self.state.fetch_refused(request.queues, connection.wid):
             await asyncio.sleep(timeout)
             return None
         deadline = loop.time() + timeout

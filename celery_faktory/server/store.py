@@ -249,7 +249,7 @@ class ServerState:
 
     # -- consuming -------------------------------------------------------------------------------------
 
-    def fetch_refused(self, queues: Sequence[str], connection: int, wid: str) -> bool:
+    def fetch_refused(self, queues: Sequence[str], wid: str) -> bool:
         """Whether a FETCH must wait out its timeout and answer nothing.
 
         That is so when the worker is quiet or terminating, or when every queue the FETCH names is paused.
@@ -299,7 +299,7 @@ class ServerState:
         remaining = max(old["remaining"] - 1, 0) if old else retry
         failure["message"] = _clip(message, 1000)
         failure["errtype"] = _clip(errtype, 100)
-        if backtrace is not None:
+        if backtrace:
             failure["backtrace"] = backtrace[:MAX_BACKTRACE]
         failure["retry_count"] = count
         failure["remaining"] = remaining
