@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from celery_faktory.errors import InvalidCommand
 from celery_faktory.protocol.encoding import dumps, dumps_spaceless
-from celery_faktory.protocol.payload import job_problem, job_type_problem
+from celery_faktory.protocol.payload import job_problem, job_type_problem, queue_name_problem
 
 __all__ = [
     "MUTATE_COMMANDS",
@@ -49,7 +49,10 @@ _CRLF = b"\r\n"
 def _line(verb: str, argument: str | None = None) -> bytes:
     if argument is None:
         return verb.encode() + _CRLF
-    return verb.encode() + b" " + argument.encode() + _CRLF
+    try:
+        return verb.encode() + b" " + argument.encode() + _CRLF
+    except UnicodeEncodeError as exc:
+        raise InvalidCommand(f"{verb}: text that UTF-8 cannot carry (a lone surrogate?): {exc}") from exc
 
 
 def _require_text(name: str, value: object) -> str:
@@ -93,6 +96,8 @@ def _checked_job(job: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidCommand(f"a job must be a mapping, got {type(job).__name__}")
     data = dict(job)
     problem = job_type_problem(data) or job_problem(data)
+    if problem is None and data.get("queue"):
+        problem = queue_name_problem(data["queue"])
     if problem is not None:
         raise InvalidCommand(problem)
     return data
@@ -184,9 +189,10 @@ def mutate(cmd: str, target: str, filter: Mapping[str, Any] | None = None) -> by
         checked: dict[str, Any] = {}
         for key, value in filter.items():
             if key == "jids":
-                if isinstance(value, str) or not all(isinstance(jid, str) and jid for jid in value):
-                    raise InvalidCommand(f"MUTATE filter jids must be a list of non-empty strings, got {value!r}")
-                checked[key] = list(value)
+                jids = list(value) if isinstance(value, (list, tuple, set, frozenset)) else None
+                if not jids or not all(isinstance(jid, str) and jid for jid in jids):
+                    raise InvalidCommand(f"MUTATE filter jids must be a non-empty list of strings, got {value!r}")
+                checked[key] = jids
             elif key in ("regexp", "jobtype"):
                 checked[key] = _require_text(f"MUTATE filter {key}", value)
             else:

@@ -169,7 +169,8 @@ def parse_timestamp(text: str) -> int:
 def format_timestamp(unix_ns: int) -> str:
     """Format Unix nanoseconds as Faktory writes time: UTC, ``Z``, up to 9 fractional digits, zeros trimmed."""
     seconds, nanos = divmod(unix_ns, 1_000_000_000)
-    text = (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+    moment = _EPOCH + timedelta(seconds=seconds)
+    text = f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}"
     if nanos:
         text += "." + f"{nanos:09d}".rstrip("0")
     return text + "Z"

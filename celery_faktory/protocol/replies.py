@@ -146,11 +146,14 @@ class ReplyParser:
         buffer = self._buffer
         end = buffer.find(b"\n", pos)
         if end < 0:
-            if len(buffer) - pos > self._max_line:
+            # Still no LF: the bytes so far are the line plus, at most, its CR.
+            if len(buffer) - pos > self._max_line + 1:
                 raise MalformedReply(f"reply line longer than {self._max_line} bytes")
             return None
         if end == pos or buffer[end - 1] != 0x0D:
             raise MalformedReply("reply line not terminated by CRLF")
+        if end - 1 - pos > self._max_line:
+            raise MalformedReply(f"reply line longer than {self._max_line} bytes")
         line = bytes(buffer[pos : end - 1])
         if b"\r" in line:
             raise MalformedReply("carriage return inside a reply line")
@@ -215,8 +218,9 @@ def _decode(data: bytes) -> str:
 
 
 def encode_simple(text: str) -> bytes:
-    """Encode ``+text``, e.g. ``encode_simple("OK")`` for ``+OK``."""
-    return b"+" + text.encode() + b"\r\n"
+    """Encode ``+text``, e.g. ``encode_simple("OK")`` for ``+OK``; newlines are flattened to spaces."""
+    flat = text.replace("\r", " ").replace("\n", " ")
+    return b"+" + flat.encode() + b"\r\n"
 
 
 def encode_error(message: str, code: str = "ERR") -> bytes:

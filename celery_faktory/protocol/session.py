@@ -123,10 +123,11 @@ class ServerSession:
         if self.state is SessionState.CLOSED:
             return NEED_DATA
         line = self._next_line()
-        if line is None:
-            if len(self._buffer) > self._max_line:
-                return self._close(encode_error(f"command line longer than {self._max_line} bytes"))
+        # Without its LF, the buffer holds the line plus, at most, its CR.
+        if line is None and len(self._buffer) <= self._max_line + 1:
             return NEED_DATA
+        if line is None or len(line) > self._max_line:
+            return self._close(encode_error(f"command line longer than {self._max_line} bytes"))
         if self.state is SessionState.AWAIT_HELLO:
             return self._hello(line)
         text = line.decode("utf-8", errors="replace")
