@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import copy
+import signal
 import ssl
 import threading
 from collections.abc import Callable
@@ -143,14 +144,21 @@ class FaktoryServer:
         self._thread = self._loop = self._listener = None
 
     def serve_forever(self) -> None:
-        """Run the server in the calling thread until interrupted (used by the command line)."""
+        """Run the server in the calling thread until SIGINT or SIGTERM (used by the command line).
+
+        Either signal closes every connection and returns.
+        """
         listener = self._new_listener()
 
         async def main() -> None:
+            stopped = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stopped.set)
             self.host, self.port = await listener.start(self.host, self.port)
             self._listener = listener
             try:
-                await asyncio.Event().wait()
+                await stopped.wait()
             finally:
                 await listener.stop()
                 self._listener = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import ssl
@@ -54,8 +53,8 @@ def main(
     logging.getLogger("celery_faktory.server").info(
         "Faktory-compatible server on %s:%d (pid %d)%s", host, port, os.getpid(), " with TLS" if context else ""
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
+    server.serve_forever()
+    logging.getLogger("celery_faktory.server").info("stopped")
 
 
 if __name__ == "__main__":
