@@ -22,6 +22,7 @@ __all__ = [
     "JobRejected",
     "MalformedReply",
     "NotUnique",
+    "PoolExhausted",
     "ProtocolError",
     "ServerError",
     "VersionMismatch",
@@ -63,6 +64,10 @@ class ConnectionLost(FaktoryConnectionError):
 
 class FaktoryTimeout(FaktoryConnectionError, TimeoutError):
     """The server did not answer within the read timeout."""
+
+
+class PoolExhausted(FaktoryTimeout):
+    """Every connection of the pool stayed in use for the whole acquire timeout."""
 
 
 class HandshakeError(FaktoryConnectionError):

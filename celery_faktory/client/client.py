@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from celery_faktory.client.connection import Connection, expect_ok, expect_text
 from celery_faktory.client.pool import ConnectionPool
 from celery_faktory.config import ClientConfig
-from celery_faktory.errors import FaktoryConnectionError, HandshakeError, MalformedReply
+from celery_faktory.errors import FaktoryConnectionError, HandshakeError, MalformedReply, PoolExhausted
 from celery_faktory.job import Job
 from celery_faktory.protocol import commands
 from celery_faktory.protocol.encoding import loads
@@ -110,7 +110,7 @@ class Client:
             try:
                 with self._pool.connection() as connection:
                     return action(connection)
-            except HandshakeError:
+            except (HandshakeError, PoolExhausted):
                 raise
             except (FaktoryConnectionError, MalformedReply) as exc:
                 if not retry or attempt >= self.max_retries:
@@ -146,7 +146,13 @@ class Client:
         rejected: dict[str, str] = {}
         chunk: list[dict[str, Any]] = []
         for job in jobs:
-            chunk.append(job.to_dict() if isinstance(job, Job) else {"retry": 25, **job})
+            payload = job.to_dict() if isinstance(job, Job) else {"retry": 25, **job}
+            problem = commands.job_error(payload)
+            if problem is not None:
+                # Refused here with the server's own words, so the rest of the chunk still goes in.
+                rejected[str(payload.get("jid"))] = problem
+                continue
+            chunk.append(payload)
             if len(chunk) >= chunk_size:
                 rejected.update(self._push_chunk(chunk))
                 chunk = []
@@ -155,19 +161,19 @@ class Client:
         return rejected
 
     def _push_chunk(self, chunk: list[dict[str, Any]]) -> dict[str, str]:
-        text = expect_text(self.request(commands.push_bulk(chunk), retry=True))
-        result = loads(text or "{}")
-        if not isinstance(result, dict):
-            raise MalformedReply(f"PUSHB answered {text!r}")
+        result = _json_object(self.request(commands.push_bulk(chunk), retry=True), "PUSHB")
         return {str(jid): str(reason) for jid, reason in result.items()}
 
     def fetch(self, queue: str, *queues: str) -> Job | None:
         """FETCH from the queues in order; ``None`` when nothing arrived within the server's block (2 s)."""
         reply = self.request(commands.fetch(queue, *queues))
-        text = expect_text(reply)
-        if not text:
+        if not expect_text(reply):
             return None
-        return Job.from_dict(loads(text), client=self)
+        payload = _json_object(reply, "FETCH")
+        try:
+            return Job.from_dict(payload, client=self)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedReply(f"FETCH returned a job without {exc}: {payload!r}") from exc
 
     def ack(self, jid: str) -> None:
         """ACK: the job succeeded."""
@@ -203,11 +209,7 @@ class Client:
 
     def info(self) -> dict[str, Any]:
         """The server's INFO document."""
-        text = expect_text(self.request(commands.info(), retry=True))
-        result = loads(text or "{}")
-        if not isinstance(result, dict):
-            raise MalformedReply(f"INFO answered {text!r}")
-        return result
+        return _json_object(self.request(commands.info(), retry=True), "INFO")
 
     def queue_sizes(self) -> dict[str, int]:
         """The number of jobs in each queue the server knows."""
@@ -231,8 +233,11 @@ class Client:
 
     def queue_latency(self, queue: str, *queues: str) -> dict[str, float]:
         """Seconds since the oldest job of each queue was enqueued (0 for an empty queue)."""
-        text = expect_text(self.request(commands.queue_latency(queue, *queues), retry=True))
-        return {str(name): float(value) for name, value in loads(text or "{}").items()}
+        result = _json_object(self.request(commands.queue_latency(queue, *queues), retry=True), "QUEUE LATENCY")
+        try:
+            return {str(name): float(value) for name, value in result.items()}
+        except (TypeError, ValueError) as exc:
+            raise MalformedReply(f"QUEUE LATENCY answered {result!r}") from exc
 
     def mutate(self, cmd: str, target: str, filter: Mapping[str, Any] | None = None) -> None:  # noqa: A002
         """MUTATE the retries, scheduled or dead set; :class:`SortedSet` is the friendlier form."""
@@ -252,3 +257,15 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<Client {self.config.safe_url}>"
+
+
+def _json_object(reply: Reply, verb: str) -> dict[str, Any]:
+    """The JSON object a bulk reply carries; :class:`MalformedReply` for anything else."""
+    text = expect_text(reply)
+    try:
+        result = loads(text or "")
+    except ValueError as exc:
+        raise MalformedReply(f"{verb} answered with something that is not JSON: {text!r:.200}") from exc
+    if not isinstance(result, dict):
+        raise MalformedReply(f"{verb} answered with JSON that is not an object: {text!r:.200}")
+    return result

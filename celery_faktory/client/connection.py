@@ -105,13 +105,20 @@ class Connection:
         config = self.config
         try:
             greeting_reply = self.read_reply()
+            if not isinstance(greeting_reply, Simple):
+                raise MalformedReply(f"expected the HI greeting, got {greeting_reply!r}")
+            greeting = parse_greeting(greeting_reply.text)
         except ConnectionLost as exc:
             raise HandshakeError(
                 f"{config.safe_url} closed the connection before greeting (TLS mismatch, or not Faktory?)"
             ) from exc
-        if not isinstance(greeting_reply, Simple):
-            raise HandshakeError(f"{config.safe_url} did not greet with HI: {greeting_reply!r}")
-        greeting = parse_greeting(greeting_reply.text)
+        except FaktoryTimeout as exc:
+            raise HandshakeError(
+                f"{config.safe_url} sent no greeting within {config.connect_timeout} s "
+                "(a TLS server? then use tcp+tls://)"
+            ) from exc
+        except MalformedReply as exc:
+            raise HandshakeError(f"{config.safe_url} does not speak the Faktory protocol: {exc}") from exc
         payload = hello_payload(
             greeting,
             hostname=config.hostname,

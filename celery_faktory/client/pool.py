@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from celery_faktory.client.connection import Connection
-from celery_faktory.errors import FaktoryTimeout
+from celery_faktory.errors import PoolExhausted
 
 __all__ = ["ConnectionPool"]
 
@@ -61,7 +61,7 @@ class ConnectionPool:
         """Take an idle connection, or open one, waiting while ``size`` are in use.
 
         Raises:
-            FaktoryTimeout: No connection became free within ``acquire_timeout``.
+            PoolExhausted: No connection became free within ``acquire_timeout``.
         """
         self._check_fork()
         deadline = time.monotonic() + self.acquire_timeout
@@ -69,7 +69,7 @@ class ConnectionPool:
             while not self._idle and self._in_use >= self.size:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._condition.wait(remaining):
-                    raise FaktoryTimeout(f"no free Faktory connection within {self.acquire_timeout} s")
+                    raise PoolExhausted(f"no free Faktory connection within {self.acquire_timeout} s")
             self._in_use += 1
             if self._idle:
                 return self._idle.pop()

@@ -27,6 +27,7 @@ __all__ = [
     "flush",
     "hello",
     "info",
+    "job_error",
     "mutate",
     "push",
     "push_bulk",
@@ -91,16 +92,25 @@ def end() -> bytes:
     return _line("END")
 
 
-def _checked_job(job: Mapping[str, Any]) -> dict[str, Any]:
+def job_error(job: Mapping[str, Any]) -> str | None:
+    """Why a server would reject ``job`` at PUSH, in the server's words, or ``None`` if it would accept it."""
     if not isinstance(job, Mapping):
-        raise InvalidCommand(f"a job must be a mapping, got {type(job).__name__}")
+        return f"invalid JSON: json: cannot unmarshal {type(job).__name__} into Go value of type client.Job"
     data = dict(job)
-    problem = job_type_problem(data) or job_problem(data)
+    type_problem = job_type_problem(data)
+    if type_problem is not None:
+        return f"invalid JSON: {type_problem}"
+    problem = job_problem(data)
     if problem is None and data.get("queue"):
         problem = queue_name_problem(data["queue"])
+    return problem
+
+
+def _checked_job(job: Mapping[str, Any]) -> dict[str, Any]:
+    problem = job_error(job)
     if problem is not None:
         raise InvalidCommand(problem)
-    return data
+    return dict(job)
 
 
 def push(job: Mapping[str, Any]) -> bytes:
