@@ -19,6 +19,7 @@ __all__ = [
     "MAX_RESERVE_FOR",
     "QUEUE_NAME",
     "format_timestamp",
+    "go_quote",
     "job_problem",
     "job_type_problem",
     "parse_timestamp",
@@ -112,7 +113,7 @@ def queue_name_problem(queue: str) -> str | None:
     """``None``, or the server's message for a queue name that breaks :data:`QUEUE_NAME`."""
     if QUEUE_NAME.match(queue):
         return None
-    return f'cannot get "{queue}" queue: queue names must match \\A[a-zA-Z0-9._-]+\\z'
+    return f"cannot get {go_quote(queue)} queue: queue names must match \\A[a-zA-Z0-9._-]+\\z"
 
 
 def job_problem(job: Mapping[str, Any]) -> str | None:
@@ -136,7 +137,7 @@ def job_problem(job: Mapping[str, Any]) -> str | None:
         try:
             parse_timestamp(at)
         except ValueError as exc:
-            return f"invalid timestamp for 'at': \"{at}\": {exc}"
+            return f"invalid timestamp for 'at': {go_quote(at)}: {exc}"
     return None
 
 
@@ -150,8 +151,13 @@ def parse_timestamp(text: str) -> int:
     """
     match = _RFC3339.fullmatch(text)
     if match is None:
-        raise ValueError(f'parsing time "{text}" as "{_RFC3339_LAYOUT}": cannot parse "{text}" as RFC 3339')
+        raise ValueError(f"parsing time {go_quote(text)}{_layout_error(text)}")
     year, month, day, hour, minute, second = (int(part) for part in match.group(1, 2, 3, 4, 5, 6))
+    for name, value, low, high in (("month", month, 1, 12), ("hour", hour, 0, 23), ("minute", minute, 0, 59)):
+        if not low <= value <= high:
+            raise ValueError(f"parsing time {go_quote(text)}: {name} out of range")
+    if second > 59:
+        raise ValueError(f"parsing time {go_quote(text)}: second out of range")
     fraction, sign, off_hours, off_minutes = match.group(7), match.group(9), match.group(10), match.group(11)
     try:
         moment = datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
@@ -161,9 +167,84 @@ def parse_timestamp(text: str) -> int:
                 raise ValueError("time zone offset out of range")
             moment -= offset if sign == "+" else -offset
     except (ValueError, OverflowError) as exc:
-        raise ValueError(f'parsing time "{text}": {exc}') from exc
+        what = "day out of range" if "day" in str(exc) else str(exc)
+        raise ValueError(f"parsing time {go_quote(text)}: {what}") from exc
     seconds = int((moment - _EPOCH).total_seconds())
     return seconds * 1_000_000_000 + int((fraction or "0").ljust(9, "0"))
+
+
+#: Go's RFC 3339 layout, element by element: (kind, text) with kind "digits", "literal", "fraction" or "zone".
+_LAYOUT_ELEMENTS = (
+    ("digits", "2006"),
+    ("literal", "-"),
+    ("digits", "01"),
+    ("literal", "-"),
+    ("digits", "02"),
+    ("literal", "T"),
+    ("digits", "15"),
+    ("literal", ":"),
+    ("digits", "04"),
+    ("literal", ":"),
+    ("digits", "05"),
+    ("fraction", ".999999999"),
+    ("zone", "Z07:00"),
+)
+_ZONE = re.compile(r"Z|[+-]\d{2}:\d{2}")
+
+
+def _layout_error(text: str) -> str:
+    """The tail of Go's error for ``text`` against the RFC 3339 layout (``as "…": cannot parse "…" as "…"``)."""
+    rest = text
+    for kind, element in _LAYOUT_ELEMENTS:
+        if kind == "digits":
+            width = len(element)
+            if not (len(rest) >= width and rest[:width].isascii() and rest[:width].isdigit()):
+                break
+            rest = rest[width:]
+        elif kind == "literal":
+            if not rest.startswith(element):
+                break
+            rest = rest[len(element) :]
+        elif kind == "fraction":
+            digits = re.match(r"\.\d+", rest)
+            rest = rest[digits.end() :] if digits else rest
+        else:
+            zone = _ZONE.match(rest)
+            if zone is None:
+                break
+            rest = rest[zone.end() :]
+    else:
+        return f": extra text: {go_quote(rest)}"
+    return f" as {go_quote(_RFC3339_LAYOUT)}: cannot parse {go_quote(rest)} as {go_quote(element)}"
+
+
+_GO_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+}
+
+
+def go_quote(text: str) -> str:
+    """Quote ``text`` as Go's ``%q`` does, so that error messages match a Faktory server's byte for byte."""
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[char])
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif not char.isprintable():
+            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
 
 
 def format_timestamp(unix_ns: int) -> str:

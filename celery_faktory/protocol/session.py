@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from celery_faktory.protocol.handshake import PROTOCOL_VERSION, encode_greeting, expected_password_hash
+from celery_faktory.protocol.handshake import encode_greeting, expected_password_hash
 from celery_faktory.protocol.replies import NEED_DATA, NeedData, encode_error
 
 __all__ = ["Close", "Command", "Hello", "ServerEvent", "ServerSession", "SessionState"]
@@ -158,8 +158,6 @@ class ServerSession:
         if not isinstance(payload, dict) or not _hello_types_ok(payload):
             return self._close()
         version = payload.get("v") or 0
-        if version > PROTOCOL_VERSION:
-            return self._close()
         if self._password is not None:
             sent = payload.get("pwdhash")
             wanted = expected_password_hash(self._password, self._salt, self._iterations, version)

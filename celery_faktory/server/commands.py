@@ -12,11 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from celery_faktory.protocol.encoding import dumps
 from celery_faktory.protocol.payload import job_type_problem
 from celery_faktory.protocol.replies import encode_bulk, encode_error, encode_simple
 from celery_faktory.protocol.session import Command
-from celery_faktory.server.store import Rejected, ServerState
+from celery_faktory.server.store import Rejected, ServerState, encode_json
 
 __all__ = ["CLOSE", "CommandHandler", "FetchRequest"]
 
@@ -75,7 +74,7 @@ class CommandHandler:
             "ACK": lambda argument: self._ack(argument or ""),
             "FAIL": lambda argument: self._fail(argument or ""),
             "BEAT": lambda argument: self._beat(argument or ""),
-            "INFO": lambda _: encode_bulk(dumps(self._state_info())),
+            "INFO": lambda _: encode_bulk(encode_json(self._state_info())),
             "FLUSH": self._flush,
             "QUEUE": lambda argument: self._queue(argument or ""),
             "MUTATE": self._mutate,
@@ -127,7 +126,7 @@ class CommandHandler:
                 self._state.push(job)
             except Rejected as exc:
                 rejected[str(job.get("jid") or "")] = str(exc)
-        return encode_bulk(dumps(dict(sorted(rejected.items()))))
+        return encode_bulk(encode_json(dict(sorted(rejected.items()))))
 
     def _fetch(self, argument: str) -> bytes | FetchRequest:
         queues = tuple(name for name in argument.split(" ") if name)
@@ -142,11 +141,11 @@ class CommandHandler:
             payload = None
         if (
             not isinstance(payload, dict)
-            or not all(isinstance(value, str) for value in payload.values())
+            or not all(value is None or isinstance(value, str) for value in payload.values())
             or "jid" not in payload
         ):
             return encode_error(f"invalid ACK {argument}")
-        self._state.ack(payload["jid"])
+        self._state.ack(payload["jid"] or "")
         return _OK
 
     def _fail(self, argument: str) -> bytes:
@@ -178,7 +177,7 @@ class CommandHandler:
             )
         except Rejected as exc:
             return encode_error(str(exc))
-        return _OK if state == "running" else encode_bulk(dumps({"state": state}))
+        return _OK if state == "running" else encode_bulk(encode_json({"state": state}))
 
     def _flush(self, argument: str | None) -> bytes:
         self._state.flush()
@@ -193,7 +192,7 @@ class CommandHandler:
         if subcommand == "LATENCY":
             if "*" in names:
                 return encode_error("QUEUE LATENCY does not support wildcards")
-            return encode_bulk(dumps(self._state.latency(names)))
+            return encode_bulk(encode_json(self._state.latency(names)))
         actions = {"PAUSE": self._state.pause, "RESUME": self._state.resume, "REMOVE": self._state.remove}
         action = actions.get(subcommand)
         if action is None:

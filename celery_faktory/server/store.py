@@ -30,12 +30,23 @@ from celery_faktory.protocol.payload import (
 )
 from celery_faktory.server.config import ServerConfig
 
-__all__ = ["JobSet", "Rejected", "Reservation", "ServerState", "UnknownWorker", "WorkerRecord", "encode_job"]
+__all__ = [
+    "JobSet",
+    "Rejected",
+    "Reservation",
+    "ServerState",
+    "UnknownWorker",
+    "WorkerRecord",
+    "encode_job",
+    "encode_json",
+]
 
 _NS = 1_000_000_000
 _STATE_ORDER = {"running": 0, "quiet": 1, "terminate": 2}
 #: Fields that the server omits when they are empty.
 _OMIT_EMPTY = frozenset({"failure", "custom", "created_at", "enqueued_at", "at", "reserve_for", "backtrace"})
+#: Characters Go's JSON encoder escapes (they only ever occur inside strings).
+_GO_JSON_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
 #: Most backtrace lines kept from a FAIL.
 MAX_BACKTRACE = 50
 
@@ -48,9 +59,18 @@ class UnknownWorker(Rejected):
     """A BEAT named a worker id that no live connection announced."""
 
 
+def encode_json(value: Any) -> str:
+    """Compact JSON as Go's encoder writes it: ``<``, ``>``, ``&``, U+2028 and U+2029 escaped, UTF-8 kept."""
+    text = dumps(value)
+    for char, escape in _GO_JSON_ESCAPES:
+        if char in text:
+            text = text.replace(char, escape)
+    return text
+
+
 def encode_job(job: Mapping[str, Any]) -> str:
     """The JSON text of a stored job, keys in the order Faktory 1.9.4 writes them."""
-    return dumps({name: job[name] for name in JOB_FIELDS if name in job})
+    return encode_json({name: job[name] for name in JOB_FIELDS if name in job})
 
 
 def _ns(seconds: float) -> int:
@@ -61,7 +81,8 @@ def _clip(text: str, limit: int) -> str:
     text = text.strip()
     data = text.encode()
     if len(data) > limit:
-        text = data[:limit].decode(errors="ignore")
+        # Cut at the byte, as Go does; a split character becomes U+FFFD when encoded.
+        text = data[:limit].decode(errors="replace")
     return text or "unknown"
 
 
@@ -410,11 +431,11 @@ class ServerState:
         Raises:
             Rejected: Unknown target or operation (Faktory's texts).
         """
+        if cmd not in ("clear", "kill", "discard", "requeue"):
+            raise Rejected("unknown mutate operation")
         job_set = self.job_set(target)
         if job_set is None:
             raise Rejected("invalid target for mutation command")
-        if cmd not in ("clear", "kill", "discard", "requeue"):
-            raise Rejected("unknown mutate operation")
         if cmd == "clear":
             job_set.clear()
             return
@@ -428,7 +449,7 @@ class ServerState:
 
     def _requeue(self, job: dict[str, Any], now: int) -> None:
         try:
-            self._enqueue(job, now, keep_enqueued_at="enqueued_at" in job)
+            self._enqueue(job, now, keep_enqueued_at=True)
         except Rejected:
             self.dead.add(now + _ns(self.config.dead_ttl), job)
 

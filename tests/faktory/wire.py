@@ -80,7 +80,8 @@ class RawConnection:
     def json(self, line: bytes) -> Any:
         """Send a command whose reply is a JSON bulk string and decode it."""
         reply = self.command(line)
-        assert isinstance(reply, Bulk) and reply.value is not None, reply
+        assert isinstance(reply, Bulk), reply
+        assert reply.value is not None, reply
         return json.loads(reply.value)
 
     def close(self) -> None:

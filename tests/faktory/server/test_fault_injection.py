@@ -8,7 +8,7 @@ import pytest
 
 from celery_faktory.errors import MalformedReply
 from celery_faktory.protocol import Simple, commands
-from celery_faktory.server import Fault, FaktoryServer
+from celery_faktory.server import FaktoryServer, Fault
 from tests.faktory.wire import connect
 
 pytestmark = pytest.mark.faktory_server_only
