@@ -20,7 +20,7 @@ from celery_faktory.errors import FaktoryConnectionError, HandshakeError, Malfor
 from celery_faktory.job import Job
 from celery_faktory.protocol import commands
 from celery_faktory.protocol.encoding import loads
-from celery_faktory.protocol.replies import Reply
+from celery_faktory.protocol.replies import Error, Reply
 
 __all__ = ["Client", "SortedSet"]
 
@@ -138,6 +138,43 @@ class Client:
         payload = job.to_dict() if isinstance(job, Job) else {"retry": 25, **job}
         self._ok(commands.push(payload), retry=True)
         return str(payload["jid"])
+
+    def push_many(self, jobs: Iterable[Job | Mapping[str, Any]], *, window: int = 100) -> dict[str, str]:
+        """PUSH jobs one command each, pipelined ``window`` at a time on one connection.
+
+        Unlike :meth:`push_bulk` every job is its own PUSH, so the server treats each exactly as :meth:`push`
+        would; the round trips are shared. Returns the jids the server refused, with its reasons.
+        """
+        rejected: dict[str, str] = {}
+        batch: list[dict[str, Any]] = []
+        for job in jobs:
+            batch.append(job.to_dict() if isinstance(job, Job) else {"retry": 25, **job})
+            if len(batch) >= window:
+                rejected.update(self._push_window(batch))
+                batch = []
+        if batch:
+            rejected.update(self._push_window(batch))
+        return rejected
+
+    def _push_window(self, batch: list[dict[str, Any]]) -> dict[str, str]:
+        rejected: dict[str, str] = {}
+        lines: list[bytes] = []
+        pushed: list[str] = []
+        for payload in batch:
+            problem = commands.job_error(payload)
+            if problem is None:
+                lines.append(commands.push(payload))
+                pushed.append(str(payload["jid"]))
+            else:
+                rejected[str(payload.get("jid"))] = problem
+        if lines:
+            replies = self._run(lambda connection: connection.pipeline(lines), retry=True)
+            for jid, reply in zip(pushed, replies, strict=True):
+                if isinstance(reply, Error):
+                    rejected[jid] = reply.message
+                else:
+                    expect_ok(reply)
+        return rejected
 
     def push_bulk(
         self, jobs: Iterable[Job | Mapping[str, Any]], *, chunk_size: int = PUSH_BULK_CHUNK

@@ -425,3 +425,14 @@ def test_flush(faktory_server_factory: Callable[..., FaktoryServer]) -> None:
         assert server.queue("q") == []
         assert server.jobs("scheduled") == []
         assert client.fetch("q") is None
+
+
+def test_push_many_pipelines_every_job_and_reports_refusals(client: Client, queue: str) -> None:
+    jobs = [Job("x", [n], queue=queue) for n in range(250)]
+    bad = {"jid": "shrt", "jobtype": "x", "args": [], "queue": queue}
+    assert client.push_many([*jobs, bad], window=100) == {"shrt": "jobs must have a reasonable jid parameter"}
+    fetched = []
+    while (job := client.fetch(queue)) is not None:
+        fetched.append(job.args[0])
+        client.ack(job.jid)
+    assert fetched == list(range(250))
