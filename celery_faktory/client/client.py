@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from celery_faktory.client.connection import Connection, expect_ok, expect_text
 from celery_faktory.client.pool import ConnectionPool
 from celery_faktory.config import ClientConfig
-from celery_faktory.errors import FaktoryConnectionError, HandshakeError, MalformedReply, PoolExhausted
+from celery_faktory.errors import FaktoryConnectionError, HandshakeError, InvalidCommand, MalformedReply, PoolExhausted
 from celery_faktory.job import Job
 from celery_faktory.protocol import commands
 from celery_faktory.protocol.encoding import loads
@@ -183,13 +183,7 @@ class Client:
         rejected: dict[str, str] = {}
         chunk: list[dict[str, Any]] = []
         for job in jobs:
-            payload = job.to_dict() if isinstance(job, Job) else {"retry": 25, **job}
-            problem = commands.job_error(payload)
-            if problem is not None:
-                # Refused here with the server's own words, so the rest of the chunk still goes in.
-                rejected[str(payload.get("jid"))] = problem
-                continue
-            chunk.append(payload)
+            chunk.append(job.to_dict() if isinstance(job, Job) else {"retry": 25, **job})
             if len(chunk) >= chunk_size:
                 rejected.update(self._push_chunk(chunk))
                 chunk = []
@@ -198,8 +192,24 @@ class Client:
         return rejected
 
     def _push_chunk(self, chunk: list[dict[str, Any]]) -> dict[str, str]:
-        result = _json_object(self.request(commands.push_bulk(chunk), retry=True), "PUSHB")
-        return {str(jid): str(reason) for jid, reason in result.items()}
+        rejected: dict[str, str] = {}
+        try:
+            line = commands.push_bulk(chunk)
+        except InvalidCommand:
+            # Refuse the bad jobs here, in the server's own words, so that the rest still goes in.
+            accepted = []
+            for payload in chunk:
+                problem = commands.job_error(payload)
+                if problem is None:
+                    accepted.append(payload)
+                else:
+                    rejected[str(payload.get("jid"))] = problem
+            if not accepted:
+                return rejected
+            line = commands.push_bulk(accepted)
+        result = _json_object(self.request(line, retry=True), "PUSHB")
+        rejected.update((str(jid), str(reason)) for jid, reason in result.items())
+        return rejected
 
     def fetch(self, queue: str, *queues: str) -> Job | None:
         """FETCH from the queues in order; ``None`` when nothing arrived within the server's block (2 s)."""

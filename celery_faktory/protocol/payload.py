@@ -74,8 +74,8 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _matches(value: object, go_type: str) -> bool:
-    if value is None:
+def _matches(value: object, go_type: str | None) -> bool:
+    if value is None or go_type is None:
         return True
     if go_type == "string":
         return isinstance(value, str)
@@ -94,14 +94,18 @@ def job_type_problem(job: object) -> str | None:
     """
     if not isinstance(job, dict):
         return f"json: cannot unmarshal {_json_kind(job)} into Go value of type client.Job"
-    for field, go_type in JOB_FIELDS.items():
-        value = job.get(field)
+    # Go's decoder reports the first mismatch in the order the fields appear in the document.
+    for field, value in job.items():
+        go_type = JOB_FIELDS.get(field)
         if not _matches(value, go_type):
             kind = _json_kind(value)
             if go_type == "int" and kind == "number":
                 kind = f"number {value}"
             return f"json: cannot unmarshal {kind} into Go struct field Job.{field} of type {go_type}"
-    failure = job.get("failure")
+    return _failure_type_problem(job.get("failure"))
+
+
+def _failure_type_problem(failure: object) -> str | None:
     if isinstance(failure, dict):
         for field in ("retry_count", "remaining"):
             if not _matches(failure.get(field), "int"):
