@@ -1,6 +1,7 @@
 """A Faktory toolkit for Celery users.
 
-The public names: :class:`Client` and :class:`Job` (producing), the errors under :class:`FaktoryError`; the
+The public names: :class:`Client` and :class:`Job` (producing), :class:`Worker` with :func:`register` and
+:func:`current_job` (consuming), the errors under :class:`FaktoryError`; the
 sans-I/O wire protocol in :mod:`celery_faktory.protocol`; an in-memory Faktory 1.9.4 work server in
 :mod:`celery_faktory.server`; pytest fixtures in :mod:`celery_faktory.pytest_plugin`.
 """
@@ -23,6 +24,7 @@ from celery_faktory.errors import (
     ServerError,
 )
 from celery_faktory.job import Job
+from celery_faktory.worker import JobContext, Worker, current_job, register
 
 __all__ = [
     "AuthenticationFailed",
@@ -37,8 +39,12 @@ __all__ = [
     "HandshakeError",
     "InvalidCommand",
     "Job",
+    "JobContext",
     "JobRejected",
     "MalformedReply",
     "ProtocolError",
     "ServerError",
+    "Worker",
+    "current_job",
+    "register",
 ]

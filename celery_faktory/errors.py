@@ -19,12 +19,14 @@ __all__ = [
     "FaktoryTimeout",
     "HandshakeError",
     "InvalidCommand",
+    "JobError",
     "JobRejected",
     "MalformedReply",
     "NotUnique",
     "PoolExhausted",
     "ProtocolError",
     "ServerError",
+    "UnknownJobType",
     "VersionMismatch",
     "server_error",
 ]
@@ -106,6 +108,14 @@ class NotUnique(ServerError):
 
 class EnterpriseOnly(ServerError):
     """The command needs Faktory Enterprise (BATCH, TRACK on the open-source server)."""
+
+
+class JobError(FaktoryError):
+    """A job could not be run by this worker."""
+
+
+class UnknownJobType(JobError, LookupError):
+    """A fetched job's jobtype has no registered function (the job is FAILed with this errtype)."""
 
 
 #: Reply codes that have a class of their own.
