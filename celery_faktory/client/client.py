@@ -108,8 +108,11 @@ class Client:
         attempt = 0
         while True:
             try:
-                with self._pool.connection() as connection:
+                connection = self._pool.acquire()
+                try:
                     return action(connection)
+                finally:
+                    self._pool.release(connection)
             except (HandshakeError, PoolExhausted):
                 raise
             except (FaktoryConnectionError, MalformedReply) as exc:

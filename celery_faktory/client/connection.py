@@ -33,7 +33,7 @@ __all__ = ["Connection", "expect_ok", "expect_text"]
 
 #: Error replies after which the server closes the connection.
 _CLOSING_ERRORS = ("Invalid password", "too many connections", "shutdown in progress")
-_RECV_SIZE = 256 * 1024
+_RECV_SIZE = 64 * 1024  # larger reads cost an mmap per recv()
 
 
 def expect_ok(reply: Reply) -> None:

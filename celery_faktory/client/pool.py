@@ -37,7 +37,7 @@ class ConnectionPool:
         self._idle: list[Connection] = []
         self._in_use = 0
         self._pid = os.getpid()
-        self._condition = threading.Condition()
+        self._condition = threading.Condition(threading.Lock())
         self._closed = False
 
     def _check_fork(self) -> None:
@@ -46,7 +46,7 @@ class ConnectionPool:
             self._idle = []
             self._in_use = 0
             self._pid = os.getpid()
-            self._condition = threading.Condition()
+            self._condition = threading.Condition(threading.Lock())
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
@@ -64,9 +64,11 @@ class ConnectionPool:
             PoolExhausted: No connection became free within ``acquire_timeout``.
         """
         self._check_fork()
-        deadline = time.monotonic() + self.acquire_timeout
+        deadline = None
         with self._condition:
             while not self._idle and self._in_use >= self.size:
+                if deadline is None:
+                    deadline = time.monotonic() + self.acquire_timeout
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._condition.wait(remaining):
                     raise PoolExhausted(f"no free Faktory connection within {self.acquire_timeout} s")
