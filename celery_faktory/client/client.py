@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from celery_faktory.client.connection import Connection, expect_ok, expect_text
@@ -138,7 +138,7 @@ class Client:
 
     def push(self, job: Job | Mapping[str, Any]) -> str:
         """PUSH one job; returns its jid. A mapping is sent as given (``retry`` added when missing)."""
-        payload = job.to_dict() if isinstance(job, Job) else {"retry": 25, **job}
+        payload = _payload(job)
         self._ok(commands.push(payload), retry=True)
         return str(payload["jid"])
 
@@ -149,13 +149,7 @@ class Client:
         would; the round trips are shared. Returns the jids the server refused, with its reasons.
         """
         rejected: dict[str, str] = {}
-        batch: list[dict[str, Any]] = []
-        for job in jobs:
-            batch.append(job.to_dict() if isinstance(job, Job) else {"retry": 25, **job})
-            if len(batch) >= window:
-                rejected.update(self._push_window(batch))
-                batch = []
-        if batch:
+        for batch in _chunks(jobs, window):
             rejected.update(self._push_window(batch))
         return rejected
 
@@ -164,12 +158,12 @@ class Client:
         lines: list[bytes] = []
         pushed: list[str] = []
         for payload in batch:
-            problem = commands.job_error(payload)
-            if problem is None:
+            try:
                 lines.append(commands.push(payload))
-                pushed.append(str(payload["jid"]))
+            except InvalidCommand as exc:
+                rejected[str(payload.get("jid"))] = str(exc)
             else:
-                rejected[str(payload.get("jid"))] = problem
+                pushed.append(str(payload["jid"]))
         if lines:
             replies = self._run(lambda connection: connection.pipeline(lines), retry=True)
             for jid, reply in zip(pushed, replies, strict=True):
@@ -184,13 +178,7 @@ class Client:
     ) -> dict[str, str]:
         """PUSHB in chunks; returns the rejected jids with the server's reasons (empty when all went in)."""
         rejected: dict[str, str] = {}
-        chunk: list[dict[str, Any]] = []
-        for job in jobs:
-            chunk.append(job.to_dict() if isinstance(job, Job) else {"retry": 25, **job})
-            if len(chunk) >= chunk_size:
-                rejected.update(self._push_chunk(chunk))
-                chunk = []
-        if chunk:
+        for chunk in _chunks(jobs, chunk_size):
             rejected.update(self._push_chunk(chunk))
         return rejected
 
@@ -319,3 +307,20 @@ def _json_object(reply: Reply, verb: str) -> dict[str, Any]:
     if not isinstance(result, dict):
         raise MalformedReply(f"{verb} answered with JSON that is not an object: {text!r:.200}")
     return result
+
+
+def _payload(job: Job | Mapping[str, Any]) -> dict[str, Any]:
+    """The PUSH payload of a :class:`Job`, or of a mapping (``retry`` added when it has none)."""
+    return job.to_dict() if isinstance(job, Job) else {"retry": 25, **job}
+
+
+def _chunks(jobs: Iterable[Job | Mapping[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    """Payloads in lists of ``size`` (the last one shorter)."""
+    chunk: list[dict[str, Any]] = []
+    for job in jobs:
+        chunk.append(_payload(job))
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
