@@ -6,6 +6,8 @@ sans-I/O wire protocol in :mod:`celery_faktory.protocol`; an in-memory Faktory 1
 :mod:`celery_faktory.server`; pytest fixtures in :mod:`celery_faktory.pytest_plugin`.
 """
 
+import kombu.transport
+
 from celery_faktory.client import Client
 from celery_faktory.config import ClientConfig
 from celery_faktory.errors import (
@@ -48,3 +50,6 @@ __all__ = [
     "current_job",
     "register",
 ]
+
+# The ``faktory://`` broker URL scheme (kombu has no entry points for transports); see celery_faktory.transport.
+kombu.transport.TRANSPORT_ALIASES.setdefault("faktory", "celery_faktory.transport:Transport")

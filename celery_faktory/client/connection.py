@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import ssl
 from collections.abc import Sequence
@@ -177,6 +178,24 @@ class Connection:
                 self.broken = True
                 raise ConnectionLost(f"{self.config.safe_url} closed the connection")
             parser.feed(data)
+
+    def wait_readable(self, timeout: float) -> bool:
+        """Whether reply bytes are ready to read now, or become ready within ``timeout`` seconds.
+
+        Lets a caller with a command in flight (a blocking FETCH) wait for its reply without committing to
+        read it.
+        """
+        if self._parser.buffered:
+            return True
+        sock = self._sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        try:
+            readable, _, _ = select.select([sock], [], [], max(timeout, 0.0))
+        except (OSError, ValueError) as exc:
+            self.broken = True
+            raise ConnectionLost(f"waiting for {self.config.safe_url} failed: {exc}") from exc
+        return bool(readable)
 
     def request(self, line: bytes) -> Reply:
         """Send one command line and read its reply."""
