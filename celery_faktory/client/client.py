@@ -174,15 +174,22 @@ class Client:
         return rejected
 
     def push_bulk(
-        self, jobs: Iterable[Job | Mapping[str, Any]], *, chunk_size: int = PUSH_BULK_CHUNK
+        self, jobs: Iterable[Job | Mapping[str, Any]], *, chunk_size: int = PUSH_BULK_CHUNK, retry: bool = True
     ) -> dict[str, str]:
-        """PUSHB in chunks; returns the rejected jids with the server's reasons (empty when all went in)."""
+        """PUSHB in chunks; returns the rejected jids with the server's reasons (empty when all went in).
+
+        Args:
+            jobs: Jobs, or mappings shaped like PUSH payloads.
+            chunk_size: Jobs per PUSHB.
+            retry: Send a chunk again on a fresh connection when the connection died under it (the server
+                may then hold some jobs twice); ``False`` raises instead.
+        """
         rejected: dict[str, str] = {}
         for chunk in _chunks(jobs, chunk_size):
-            rejected.update(self._push_chunk(chunk))
+            rejected.update(self._push_chunk(chunk, retry))
         return rejected
 
-    def _push_chunk(self, chunk: list[dict[str, Any]]) -> dict[str, str]:
+    def _push_chunk(self, chunk: list[dict[str, Any]], retry: bool) -> dict[str, str]:
         rejected: dict[str, str] = {}
         try:
             line = commands.push_bulk(chunk)
@@ -198,7 +205,7 @@ class Client:
             if not accepted:
                 return rejected
             line = commands.push_bulk(accepted)
-        result = _json_object(self.request(line, retry=True), "PUSHB")
+        result = _json_object(self.request(line, retry=retry), "PUSHB")
         rejected.update((str(jid), str(reason)) for jid, reason in result.items())
         return rejected
 
@@ -282,6 +289,10 @@ class Client:
         self._ok(commands.mutate(cmd, target, filter), retry=cmd != "requeue")
 
     # -- lifecycle -------------------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Open a connection now, handshake included, so that a wrong address or password shows at once."""
+        self._pool.release(self._pool.acquire())
 
     def close(self) -> None:
         """Close every idle connection (END, then close)."""

@@ -32,7 +32,6 @@ from kombu.exceptions import BatchPublishError
 from kombu.transport import virtual
 
 from celery_faktory.client import Client, Connection
-from celery_faktory.client.client import PUSH_BULK_CHUNK
 from celery_faktory.client.connection import expect_text
 from celery_faktory.config import ClientConfig
 from celery_faktory.errors import FaktoryConnectionError, FaktoryTimeout, MalformedReply, ServerError
@@ -622,20 +621,4 @@ class Channel(_VirtualChannel):  # type: ignore[misc]
 
         A PUSHB is never repeated after a connection failure, since the server may have taken it already.
         """
-        refused: dict[str, str] = {}
-        chunk: list[dict[str, Any]] = []
-        for job in jobs:
-            chunk.append(job)
-            if len(chunk) >= PUSH_BULK_CHUNK:
-                refused.update(self._push_chunk(chunk))
-                chunk = []
-        if chunk:
-            refused.update(self._push_chunk(chunk))
-        return refused
-
-    def _push_chunk(self, chunk: list[dict[str, Any]]) -> dict[str, str]:
-        text = expect_text(self.client.request(commands.push_bulk(chunk)))
-        result = loads(text or "{}")
-        if not isinstance(result, dict):
-            raise MalformedReply(f"PUSHB answered {text!r}")
-        return {str(jid): str(reason) for jid, reason in result.items()}
+        return self.client.push_bulk(jobs, retry=False)

@@ -22,10 +22,8 @@ from kombu.transport import virtual
 from kombu.utils.url import parse_url
 
 from celery_faktory.client import Client
-from celery_faktory.client.connection import expect_text
 from celery_faktory.config import DEFAULT_PORT, ClientConfig
 from celery_faktory.errors import ConfigurationError, FaktoryConnectionError, MalformedReply, ServerError
-from celery_faktory.protocol import commands
 from celery_faktory.transport.channel import Channel
 from celery_faktory.transport.options import DEFAULT_POLLING_INTERVAL, TransportOptions
 
@@ -158,7 +156,7 @@ class Transport(_VirtualTransport):  # type: ignore[misc]
 
     def establish_connection(self) -> Any:
         """Connect and complete the handshake now (errors surface here), then create the first channel."""
-        expect_text(self.command_client.request(commands.info()))
+        self.command_client.connect()
         return super().establish_connection()
 
     def close_connection(self, connection: Any) -> None:
