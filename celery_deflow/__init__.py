@@ -1,7 +1,46 @@
 """DeFlow workflows (steps of fan-out tasks with hooks) on Celery chords, tracked in Redis.
 
-The workflow runtime arrives with its own issue; this package already ships so that the distribution's layout,
-typing marker and imports are fixed from the start.
+The public surface is the one of ``shared/design/deflow-api.md``: :class:`DeFlow` binds a Celery app to a
+Redis server, :class:`Workflow` runs steps described by :class:`StepHandler` subclasses, whose hooks receive
+:class:`Step` and :class:`Task` objects. Never imports ``celery_faktory``.
 """
 
-__all__: list[str] = []
+from .errors import (
+    DeflowError,
+    HandlerNotAllowed,
+    HookError,
+    NotRegistered,
+    StateError,
+    TaskTimeout,
+    WorkerLost,
+    WorkflowCancelled,
+    WorkflowNotFound,
+    WorkflowTimeout,
+)
+from .handler import StepHandler
+from .model import Progress
+from .results import StepResult, WorkflowResult
+from .runtime import DeFlow
+from .step import Step, Task
+from .workflow import Workflow
+
+__all__ = [
+    "DeFlow",
+    "DeflowError",
+    "HandlerNotAllowed",
+    "HookError",
+    "NotRegistered",
+    "Progress",
+    "StateError",
+    "Step",
+    "StepHandler",
+    "StepResult",
+    "Task",
+    "TaskTimeout",
+    "WorkerLost",
+    "Workflow",
+    "WorkflowCancelled",
+    "WorkflowNotFound",
+    "WorkflowResult",
+    "WorkflowTimeout",
+]

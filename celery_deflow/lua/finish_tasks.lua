@@ -1,0 +1,38 @@
+-- finish_tasks: records the outcomes of the attempts held under one lease and releases the lease.
+-- An outcome counts only if its attempt is still the live one, so replays and late duplicates count nothing;
+-- a replay still reports the retries its failures made due, and whether the phase can close.
+-- KEYS[1] workflow base key   KEYS[2] leases zset   KEYS[3] the lease's record
+-- ARGV[1] sid   ARGV[2] lease id   ARGV[3] running ttl (ms)
+-- ARGV[4..] quadruples (position, attempt, code, payload); code 's' success (payload = result JSON),
+--           'f' failure (payload = error message), 'x' final failure whatever attempts remain
+-- Returns {'ok', complete (0|1), pos, next attempt, ...} for the retries now due, or {'stop'}.
+local base = KEYS[1]
+local sid = ARGV[1]
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[3])
+if redis.call('HGET', base, 'status') ~= 'running' then
+  return {'stop'}
+end
+local s = step_key(base, sid)
+local max = tonumber(redis.call('HGET', s, 'max'))
+local done_n, failed_n = 0, 0
+local out = {'ok', 0}
+for i = 4, #ARGV, 4 do
+  local r = record_outcome(s, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], max)
+  if r == 'ok' then
+    done_n = done_n + 1
+  elseif r == 'failed' then
+    done_n = done_n + 1
+    failed_n = failed_n + 1
+  elseif r == 'retry' or (r == 'stale' and ARGV[i + 2] == 'f'
+      and redis.call('HGET', s .. ':st', ARGV[i]) == ARGV[i + 1] .. 'f') then
+    out[#out + 1] = tonumber(ARGV[i])
+    out[#out + 1] = tonumber(ARGV[i + 1]) + 1
+  end
+end
+add_counts(base, s, done_n, failed_n)
+touch(ARGV[3], s .. ':res', s .. ':fail', s .. ':err')
+if phase_complete(base, sid .. ':t') then
+  out[2] = 1
+end
+return out

@@ -1,0 +1,33 @@
+"""Series 5's initiator: creates and runs a workflow, prints its id, and dies on its first next_task event.
+
+Run as ``python -m tests.deflow.initiator`` with ``DEFLOW_BROKER_URL`` and ``DEFLOW_REDIS_URL`` set. It is not
+a worker: the workflow must complete without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from celery import Celery
+
+from celery_deflow import DeFlow, Workflow
+from tests.deflow import handlers
+
+
+def main() -> None:
+    app = Celery("initiator", broker=os.environ["DEFLOW_BROKER_URL"], backend=os.environ["DEFLOW_REDIS_URL"])
+    DeFlow.register(app, url=os.environ["DEFLOW_REDIS_URL"], check_process_queue_interval=0)
+    wf = Workflow.create("test", task_timeout=0.1, task_max_fail_count=2, clean_on_done=False)
+    wf.add_step(handlers.Echo, tasks=range(150))
+    wf.on("next_task", lambda event: os._exit(17))
+    wf.run()
+    print(json.dumps({"workflow_id": wf.id, "task_count": 150}), flush=True)
+    time.sleep(30)  # the first next_task event ends the process
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""The Celery app of the DeFlow worker subprocesses (``celery -A tests.deflow.worker_app worker``).
+
+Configured from the environment: ``DEFLOW_BROKER_URL``, ``DEFLOW_REDIS_URL``, ``DEFLOW_LEASE_TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+from celery_deflow import DeFlow
+
+app = Celery("deflow-tests", broker=os.environ["DEFLOW_BROKER_URL"], backend=os.environ["DEFLOW_REDIS_URL"])
+app.conf.update(
+    worker_prefetch_multiplier=1,
+    broker_transport_options={
+        "polling_interval": 0.1,
+        "visibility_timeout": 4,
+        "unacked_restore_interval": 0.5,
+        "unacked_restore_throttle": 1,
+    },
+    result_expires=600,
+    worker_hijack_root_logger=False,
+)
+deflow = DeFlow.register(
+    app,
+    url=os.environ["DEFLOW_REDIS_URL"],
+    check_process_queue_interval=float(os.environ.get("DEFLOW_CHECK_INTERVAL", "0.3")),
+    lease_timeout=float(os.environ.get("DEFLOW_LEASE_TIMEOUT", "1.0")),
+    handler_modules=["tests.deflow.handlers"],
+)
