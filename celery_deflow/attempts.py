@@ -27,6 +27,9 @@ from .errors import TaskTimeout
 
 __all__ = ["HookCaller", "timeout_error"]
 
+#: Result types that are never awaitable (checked first: most handlers return plain data).
+_PLAIN = frozenset({int, float, str, bool, list, dict, tuple})
+
 Job = tuple[contextvars.Context, Callable[..., Any], tuple[Any, ...], "_Result"]
 
 
@@ -75,6 +78,14 @@ class HookCaller:
 
     def __init__(self) -> None:
         self._local = threading.local()
+        self._async: dict[Any, bool] = {}
+
+    def _is_async(self, fn: Callable[..., Any]) -> bool:
+        function = getattr(fn, "__func__", fn)
+        known = self._async.get(function)
+        if known is None:
+            known = self._async[function] = inspect.iscoroutinefunction(function)
+        return known
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
@@ -84,7 +95,7 @@ class HookCaller:
 
     def call(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None = None) -> Any:
         """Call ``fn(*args)``, awaiting it if it is a coroutine; ``TaskTimeout`` after ``timeout`` seconds."""
-        if inspect.iscoroutinefunction(fn):
+        if self._is_async(fn):
             coroutine = fn(*args)
             if timeout is None:
                 return self._loop().run_until_complete(coroutine)
@@ -99,9 +110,9 @@ class HookCaller:
         return self._settle(self._on_helper(fn, args, timeout))
 
     def _settle(self, value: Any) -> Any:
-        if inspect.isawaitable(value):
-            return self._loop().run_until_complete(value)
-        return value
+        if value is None or type(value) in _PLAIN or not inspect.isawaitable(value):
+            return value
+        return self._loop().run_until_complete(value)
 
     def _with_alarm(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
         armed = True

@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_LEASE_TIMEOUT",
     "DEFAULT_MAX_BATCH_SIZE",
     "DEFAULT_RESULT_TTL",
+    "DEFAULT_SPLIT_AFTER",
     "DEFAULT_STATE_TTL",
     "DEFAULT_TARGET_BATCHES",
     "DeflowConfig",
@@ -30,9 +31,11 @@ DEFAULT_LEASE_TIMEOUT = 10.0
 #: Most DeFlow tasks carried by one Celery message.
 DEFAULT_MAX_BATCH_SIZE = 500
 #: Number of Celery messages a tasks phase is split into, when its tasks allow (fewer for small phases).
-DEFAULT_TARGET_BATCHES = 64
+DEFAULT_TARGET_BATCHES = 16
 #: Seconds of work a worker claims at once from its message (at least one task).
 DEFAULT_CLAIM_WINDOW = 0.02
+#: A worker hands the back half of its message's range to a new message when the rest would take longer.
+DEFAULT_SPLIT_AFTER = 0.5
 #: Seconds the keys of a running workflow live (a safety net for abandoned workflows).
 DEFAULT_STATE_TTL = 7 * 24 * 3600.0
 #: Seconds a finished workflow's result stays readable when the app has no ``result_expires``.
@@ -113,6 +116,8 @@ class DeflowConfig:
         max_batch_size: most tasks per Celery message.
         target_batches: how many messages a large tasks phase is split into.
         claim_window: how much work (by measured duration) a worker claims at once, at least one task.
+        split_after: a worker whose message still holds more work than this (by measured duration) publishes
+            the back half as a new message, so that slow tasks spread over every node.
         state_ttl: lifetime of a running workflow's keys.
         result_ttl: lifetime of a finished workflow's result.
     """
@@ -125,6 +130,7 @@ class DeflowConfig:
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     target_batches: int = DEFAULT_TARGET_BATCHES
     claim_window: float = DEFAULT_CLAIM_WINDOW
+    split_after: float = DEFAULT_SPLIT_AFTER
     state_ttl: float = DEFAULT_STATE_TTL
     result_ttl: float = DEFAULT_RESULT_TTL
 
@@ -135,8 +141,8 @@ class DeflowConfig:
             raise ValueError("lease_timeout must be positive")
         if self.max_batch_size < 1 or self.target_batches < 1:
             raise ValueError("max_batch_size and target_batches must be at least 1")
-        if self.claim_window <= 0 or self.state_ttl <= 0 or self.result_ttl <= 0:
-            raise ValueError("claim_window, state_ttl and result_ttl must be positive")
+        if min(self.claim_window, self.split_after, self.state_ttl, self.result_ttl) <= 0:
+            raise ValueError("claim_window, split_after, state_ttl and result_ttl must be positive")
 
     @staticmethod
     def modules(names: Iterable[str] | None) -> tuple[str, ...]:

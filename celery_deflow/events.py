@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 #: The events ``Workflow.on`` accepts.
 EVENTS = ("done", "next_task", "error")
+#: How many finished workflows the hub remembers (a late ``on("done")`` for them is answered at once).
+FIRED_MEMORY = 10_000
 
 _ERRORS: dict[str, type[DeflowError]] = {
     cls.__name__: cls for cls in (HandlerNotAllowed, HookError, StateError, TaskTimeout, WorkerLost, WorkflowCancelled)
@@ -70,7 +72,7 @@ class EventHub:
         self._read_result = read_result
         self._lock = threading.Lock()
         self._callbacks: dict[str, dict[str, list[Callback]]] = defaultdict(lambda: defaultdict(list))
-        self._fired: set[str] = set()
+        self._fired: OrderedDict[str, None] = OrderedDict()  # the latest workflows whose done was delivered
         self._pubsub: redis.client.PubSub | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -92,7 +94,9 @@ class EventHub:
         with self._lock:
             if workflow_id in self._fired:
                 return
-            self._fired.add(workflow_id)
+            self._fired[workflow_id] = None
+            while len(self._fired) > FIRED_MEMORY:
+                self._fired.popitem(last=False)
             entry = self._callbacks.pop(workflow_id, None)
         callbacks = [] if entry is None else entry.get("done", [])
         if callbacks:

@@ -4,18 +4,19 @@ A tasks message names a range of task positions (first attempts) or a list of ``
 (retries). Its worker claims the due attempts in windows -- about ``claim_window`` seconds of work by the
 measured pace, at least one task -- under one lease per window, runs each attempt (``handler``, then
 ``on_handler_error`` on failure, then ``after_each``), and records the window's outcomes in one transition,
-pipelined with the claim of the next window. Imports ``store``, ``handler``, ``attempts``, ``leases``,
-``phases``, ``step``, ``results``, ``events``, ``model``.
+pipelined with the claim of the next window. When the rest of its range would take longer than
+``split_after``, it publishes the back half as a new message, which another node can take.
+
+Imports ``store``, ``handler``, ``attempts``, ``leases``, ``phases``, ``step``, ``results``, ``events``, ``model``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from itertools import islice
@@ -30,7 +31,7 @@ from .model import HOOK_KINDS, PhaseKind, Progress, format_token, merge_options,
 from .phases import PhaseDriver
 from .results import task_id
 from .step import Step, Task
-from .store import AttemptRef, StateStore, StepRecord, dumps
+from .store import AttemptRef, Slot, StateStore, StepRecord, dumps
 
 __all__ = ["Executor"]
 
@@ -40,6 +41,10 @@ logger = logging.getLogger(__name__)
 ADD_CHUNK = 5000
 #: Weight of the newest measurement in the per-step pace estimate.
 PACE_WEIGHT = 0.3
+#: Step records (their fixed fields never change) and per-step paces kept per process.
+RECORD_CACHE = 512
+
+Claimed = list[tuple[int, int, Any]] | None
 
 
 @dataclass(slots=True)
@@ -83,6 +88,17 @@ class _Cursor:
         self._lo, self._hi = (int(spec[1]), int(spec[2])) if self._range else (0, 0)
         self._pairs: list[list[int]] = [] if self._range else [list(p) for p in spec[1]]
 
+    def split(self) -> tuple[int, int] | None:
+        """Give away the back half of what remains of a range (``None`` for lists or under two tasks)."""
+        if not self._range or self._hi - self._lo < 2:
+            return None
+        middle = self._lo + (self._hi - self._lo + 1) // 2
+        back, self._hi = (middle, self._hi), middle
+        return back
+
+    def remaining(self) -> int:
+        return self._hi - self._lo if self._range else len(self._pairs)
+
     def take(self, size: int) -> list[Any] | None:
         if self._range:
             if self._lo >= self._hi:
@@ -120,6 +136,7 @@ class Executor:
         *,
         claim_window: float,
         max_window: int,
+        split_after: float,
     ) -> None:
         self._store = store
         self._loader = loader
@@ -128,13 +145,15 @@ class Executor:
         self._driver = driver
         self._claim_window = claim_window
         self._max_window = max_window
-        self._pace: dict[str, float] = {}
+        self._split_after = split_after
+        self._pace: OrderedDict[str, float] = OrderedDict()
+        self._records: OrderedDict[tuple[str, int], StepRecord] = OrderedDict()
 
     # -- messages -----------------------------------------------------------------------------------------
 
     def run_tasks(self, workflow_id: str, sid: int, spec: list[Any], node: str) -> None:
         """Run the attempts of a tasks message (``["r", lo, hi]`` or ``["l", [[pos, attempt], ...]]``)."""
-        record = self._store.step(workflow_id, sid)
+        record = self._record(workflow_id, sid)
         if record is None:
             return
         run = _Run(record, self._step_of(record), format_token(sid, "t"))
@@ -142,19 +161,29 @@ class Executor:
             handler = self._loader.load(record.handler)
         except HandlerNotAllowed as exc:
             run.refused = f"HandlerNotAllowed: {exc}"
-            self._run_windows(run, _Cursor(spec))
+            self._run_windows(run, _Cursor(spec), None)
             self._store.publish(workflow_id, error_event(workflow_id, exc, record.key))
             return
         run.fn = getattr(handler, "handler", None)
         run.on_error = getattr(handler, "on_handler_error", None)
         run.after_each = getattr(handler, "after_each", None)
-        with self._slot(record, node) as held:
-            if held:
-                self._run_windows(run, _Cursor(spec))
+        self._run_windows(run, _Cursor(spec), node)
+
+    def _record(self, workflow_id: str, sid: int) -> StepRecord | None:
+        """The step record; its fixed fields are cached (the counters in it are not kept up to date)."""
+        key = (workflow_id, sid)
+        record = self._records.get(key)
+        if record is None:
+            record = self._store.step(workflow_id, sid)
+            if record is not None:
+                self._records[key] = record
+                while len(self._records) > RECORD_CACHE:
+                    self._records.popitem(last=False)
+        return record
 
     def run_hook(self, workflow_id: str, sid: int, kind: PhaseKind) -> None:
         """Run a ``before_all`` (``"b"``) or ``after_all`` (``"a"``) phase."""
-        record = self._store.step(workflow_id, sid)
+        record = self._record(workflow_id, sid)
         if record is None:
             return
         token = format_token(sid, kind)
@@ -197,74 +226,97 @@ class Executor:
         self._store.publish(record.workflow_id, error_event(record.workflow_id, HookError(message), record.key))
         return message
 
-    @contextmanager
-    def _slot(self, record: StepRecord, node: str) -> Iterator[bool]:
-        """Hold one of the node's ``task_concurrency`` slots for the step (``False``: the workflow stopped)."""
-        wf, sid = record.workflow_id, record.sid
-        lease = self._keeper.new_lease()
+    def _remember_pace(self, step_key: str, pace: float) -> None:
+        self._pace[step_key] = pace
+        self._pace.move_to_end(step_key)
+        while len(self._pace) > RECORD_CACHE:
+            self._pace.popitem(last=False)
+
+    def _first_claim(self, record: StepRecord, lease: str, spec: list[Any], slot: Slot | None) -> Claimed:
+        """The message's first claim, waiting while its node's concurrency slots are all taken."""
         delay = 0.005
-        while not self._store.acquire_slot(wf, sid, node, lease, record.options.task_concurrency):
-            if self._store.status(wf) != "running":
-                yield False
-                return
+        while True:
+            claimed = self._store.claim_tasks(record.workflow_id, record.sid, lease, spec, slot)
+            if claimed != "busy":
+                return claimed
+            if self._store.status(record.workflow_id) != "running":
+                return None
             time.sleep(delay)
             delay = min(0.2, delay * 2)
-        key, member = self._store.slots_key(wf, sid), f"{node}|{lease}"
-        self._keeper.hold_slot(key, member)
-        try:
-            yield True
-        finally:
-            self._keeper.release_slot(key, member)
-            self._store.release_slot(wf, sid, node, lease)
 
-    def _run_windows(self, run: _Run, cursor: _Cursor) -> None:
+    def _run_windows(self, run: _Run, cursor: _Cursor, node: str | None) -> None:
+        """Claim, run and record a message's attempts window by window.
+
+        Throughout, one of the node's ``task_concurrency`` slots for the step is held (none when ``node`` is
+        ``None``): the first claim takes it, the last finish gives it back.
+        """
         record = run.record
         wf, sid = record.workflow_id, record.sid
         pace = self._pace.get(record.key)
-        size = (
-            1
-            if pace is None
-            else next_window(self._max_window, pace, window=self._claim_window, limit=self._max_window)
-        )
+        size = 1
+        if pace is not None:
+            size = next_window(self._max_window, pace, window=self._claim_window, limit=self._max_window)
         spec = cursor.take(size)
         if spec is None:
             return
         lease = self._keeper.new_lease()
-        claimed = self._store.claim_tasks(wf, sid, lease, spec)
-        while claimed is not None:
-            run.lease = lease
-            self._keeper.hold(lease)
-            try:
-                outcomes: list[Any] = []
-                started = time.perf_counter()
-                for position, attempt, data in claimed:
-                    self._attempt(run, position, attempt, data, outcomes)
-                if claimed:
-                    measured = (time.perf_counter() - started) / len(claimed)
-                    pace = measured if pace is None else pace + PACE_WEIGHT * (measured - pace)
-                    self._pace[record.key] = pace
-                size = next_window(max(size, len(claimed)), pace, window=self._claim_window, limit=self._max_window)
-                next_spec = cursor.take(size)
-                next_lease = None if next_spec is None else self._keeper.new_lease()
-                finished, next_claimed = self._store.finish_and_claim(wf, sid, lease, outcomes, next_lease, next_spec)
-            finally:
-                self._keeper.release(lease)
-                run.finished.clear()
-            if finished is not None:
-                complete, retries = finished
-                self._driver.dispatch_retries(wf, sid, retries, record.options.task_fail_retry_delay)
-                if complete:
-                    self._driver.close(wf, run.token, arrived=False)
-            if next_lease is None:
-                return
-            lease, claimed = next_lease, next_claimed
+        limit = record.options.task_concurrency
+        slot = None if node is None else (f"{node}|{self._keeper.new_lease()}", f"{node}|", limit)
+        claimed = self._first_claim(record, lease, spec, slot)
+        if claimed is None:
+            return
+        slots_key = self._store.slots_key(wf, sid)
+        if slot is not None:
+            self._keeper.hold_slot(slots_key, slot[0])
+        released = slot is None
+        try:
+            while claimed is not None:
+                run.lease = lease
+                self._keeper.hold(lease)
+                try:
+                    outcomes: list[Any] = []
+                    started = time.perf_counter()
+                    for position, attempt, data in claimed:
+                        self._attempt(run, position, attempt, data, outcomes)
+                    if claimed:
+                        measured = (time.perf_counter() - started) / len(claimed)
+                        pace = measured if pace is None else pace + PACE_WEIGHT * (measured - pace)
+                        self._remember_pace(record.key, pace)
+                    size = next_window(max(size, len(claimed)), pace, window=self._claim_window, limit=self._max_window)
+                    if pace is not None and run.refused is None and cursor.remaining() * pace > self._split_after:
+                        back = cursor.split()
+                        if back is not None:
+                            self._driver.dispatch_added(wf, sid, *back)
+                    next_spec = cursor.take(size)
+                    next_lease = None if next_spec is None else self._keeper.new_lease()
+                    release = slot[0] if slot is not None and next_spec is None else ""
+                    finished, next_claimed = self._store.finish_and_claim(
+                        wf, sid, lease, outcomes, next_lease, next_spec, release
+                    )
+                    released = released or bool(release)
+                finally:
+                    self._keeper.release(lease)
+                    run.finished.clear()
+                if finished is not None:
+                    complete, retries = finished
+                    self._driver.dispatch_retries(wf, sid, retries, record.options.task_fail_retry_delay)
+                    if complete:
+                        self._driver.close(wf, run.token, arrived=False)
+                if next_lease is None:
+                    return
+                lease, claimed = next_lease, next_claimed
+        finally:
+            if slot is not None:
+                self._keeper.release_slot(slots_key, slot[0])
+                if not released:
+                    self._store.release_slot(wf, sid, slot[0])
 
-    def _attempt(self, run: _Run, position: int, attempt: int, data: str, out: list[Any]) -> None:
+    def _attempt(self, run: _Run, position: int, attempt: int, data: Any, out: list[Any]) -> None:
         record = run.record
-        task = Task(task_id(record.id, position), json.loads(data), None, None, attempt - 1, record.key, run.step)
+        task = Task(task_id(record.id, position), data, None, None, attempt - 1, record.key, run.step)
         if run.refused is not None:
             task.failed_count, task.error = attempt, run.refused
-            out += (position, attempt, "x", run.refused)
+            out.append((position, attempt, "x", run.refused))
             return
         reset = _CURRENT.set(_Attempt(run, position, attempt))
         try:
@@ -275,14 +327,14 @@ class Executor:
                 payload = dumps(result)
             except Exception as exc:
                 task.failed_count, task.error = attempt, _message(exc)
-                out += (position, attempt, "f", task.error)
+                out.append((position, attempt, "f", task.error))
                 if attempt >= record.options.attempts:
                     run.finished[position] = task
                 if run.on_error is not None:
                     self._guarded(record, "on_handler_error", run.on_error, (task, run.step, exc))
             else:
                 task.result = result
-                out += (position, attempt, "s", payload)
+                out.append((position, attempt, "s", payload))
                 run.finished[position] = task
             if run.after_each is not None:
                 self._guarded(record, "after_each", run.after_each, (task, run.step))

@@ -78,7 +78,7 @@ class PhaseDriver:
         self._store.mark_launched(workflow_id, token)
 
     def dispatch_added(self, workflow_id: str, sid: int, lo: int, hi: int) -> None:
-        """Publish tasks ``[lo, hi)`` added to a running tasks phase."""
+        """Publish tasks ``[lo, hi)`` of a running tasks phase (added to it, or split off a message)."""
         self._dispatcher.send_ranges(workflow_id, sid, self._ranges(lo, hi))
 
     def dispatch_retries(

@@ -124,6 +124,7 @@ class DeFlow:
             self.driver,
             claim_window=config.claim_window,
             max_window=config.max_batch_size,
+            split_after=config.split_after,
         )
         self.scanner = LeaseScanner(
             self.store,
@@ -157,7 +158,7 @@ class DeFlow:
             key_prefix: prefix of every Redis key and channel.
             handler_modules: modules (and their submodules) workers may load handlers from, besides those
                 already imported and the app's ``include``/``imports``.
-            **tuning: other :class:`~celery_deflow.config.DeflowConfig` fields (``lease_timeout``,
+            **tuning: other :class:`~celery_deflow.config.DeflowConfig` fields (``lease_timeout``, ``split_after``,
                 ``max_batch_size``, ``target_batches``, ``claim_window``, ``state_ttl``, ``result_ttl``).
 
         A second call returns the registered instance and logs a warning.

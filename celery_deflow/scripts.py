@@ -21,7 +21,6 @@ __all__ = ["SCRIPT_NAMES", "LuaScript", "ScriptSet", "load_source"]
 
 #: One script per state transition.
 SCRIPT_NAMES = (
-    "acquire_slot",
     "add_after",
     "add_tasks",
     "cancel_workflow",
@@ -67,7 +66,6 @@ class ScriptSet:
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
-        self.acquire_slot = self._register("acquire_slot")
         self.add_after = self._register("add_after")
         self.add_tasks = self._register("add_tasks")
         self.cancel_workflow = self._register("cancel_workflow")

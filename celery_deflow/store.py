@@ -25,6 +25,7 @@ __all__ = [
     "AttemptRef",
     "NewStep",
     "PhaseState",
+    "Slot",
     "Reclaimed",
     "StateStore",
     "StepRecord",
@@ -90,6 +91,10 @@ class NewStep:
     has_before: bool
     has_after: bool
     tasks: Iterable[Any]
+
+
+#: A concurrency slot to take: ``(member "<node>|<id>", "<node>|", slots per node)``.
+Slot = tuple[str, str, int]
 
 
 class Advance(NamedTuple):
@@ -297,20 +302,25 @@ class StateStore:
     def _lease_keys(self, workflow_id: str, lease_id: str) -> list[str]:
         return [self.keys.workflow(workflow_id), self.keys.leases(), self.keys.lease(lease_id)]
 
-    def _claim_args(self, sid: int, lease_id: str, spec: Sequence[Any]) -> list[Any]:
-        expiry = self.clock.now_ms() + self.lease_ms
-        return [sid, lease_id, expiry, self.state_ttl_ms, *spec]
+    def _claim(
+        self, workflow_id: str, sid: int, lease_id: str, spec: Sequence[Any], slot: Slot | None
+    ) -> tuple[list[str], list[Any]]:
+        now = self.clock.now_ms()
+        member, prefix, limit = slot or ("", "", 0)
+        keys = [*self._lease_keys(workflow_id, lease_id), self.slots_key(workflow_id, sid)]
+        return keys, [sid, lease_id, now + self.lease_ms, self.state_ttl_ms, member, prefix, limit, now, *spec]
 
     def claim_tasks(
-        self, workflow_id: str, sid: int, lease_id: str, spec: Sequence[Any]
-    ) -> list[tuple[int, int, str]] | None:
+        self, workflow_id: str, sid: int, lease_id: str, spec: Sequence[Any], slot: Slot | None = None
+    ) -> list[tuple[int, int, Any]] | Literal["busy"] | None:
         """Claim the due attempts named by ``spec`` (``['r', lo, hi]`` or ``['l', pos, attempt, ...]``).
 
-        Returns ``(position, attempt, data JSON)`` for each attempt taken, or ``None`` when the workflow or the
-        step's tasks phase is no longer running.
+        With ``slot`` (``(member, "<node>|", limit)``), first take one of the node's concurrency slots for the
+        step. Returns ``(position, attempt, data)`` for each attempt taken, ``"busy"`` when the node has
+        no free slot, or ``None`` when the workflow or the step's tasks phase is no longer running.
         """
-        reply = self.scripts.claim_tasks(self._lease_keys(workflow_id, lease_id), self._claim_args(sid, lease_id, spec))
-        return _claimed(reply)
+        reply = self.scripts.claim_tasks(*self._claim(workflow_id, sid, lease_id, spec, slot))
+        return "busy" if reply[0] == "busy" else _claimed(reply)
 
     def finish_and_claim(
         self,
@@ -320,19 +330,28 @@ class StateStore:
         outcomes: Sequence[Any],
         next_lease: str | None,
         next_spec: Sequence[Any] | None,
-    ) -> tuple[tuple[bool, list[tuple[int, int]]] | None, list[tuple[int, int, str]] | None]:
-        """Record ``outcomes`` (flat quadruples) of one lease and, in the same round trip, claim the next window.
+        release: str = "",
+    ) -> tuple[tuple[bool, list[tuple[int, int]]] | None, list[tuple[int, int, Any]] | None]:
+        """Record the outcomes of one lease and, in the same round trip, claim the next window.
 
-        Returns ``((complete, retries) or None when stopped, claimed or None)``.
+        ``outcomes`` are ``(position, attempt, code, payload)``.
+
+        ``release`` is the concurrency slot member to give back (with the message's last window). Returns
+        ``((complete, retries) or None when stopped, claimed or None)``.
         """
 
         def build(pipe: redis.client.Pipeline) -> None:
-            keys = self._lease_keys(workflow_id, lease_id)
-            self.scripts.finish_tasks.queue(pipe, keys, [sid, lease_id, self.state_ttl_ms, *outcomes])
+            keys = [*self._lease_keys(workflow_id, lease_id), self.slots_key(workflow_id, sid)]
+            args: list[str | int] = [
+                sid,
+                lease_id,
+                self.state_ttl_ms,
+                release,
+                json.dumps(outcomes, separators=(",", ":")),
+            ]
+            self.scripts.finish_tasks.queue(pipe, keys, args)
             if next_lease is not None and next_spec is not None:
-                self.scripts.claim_tasks.queue(
-                    pipe, self._lease_keys(workflow_id, next_lease), self._claim_args(sid, next_lease, next_spec)
-                )
+                self.scripts.claim_tasks.queue(pipe, *self._claim(workflow_id, sid, next_lease, next_spec, None))
 
         _, replies = self.scripts.execute(build)
         finished = replies[0]
@@ -474,18 +493,9 @@ class StateStore:
         """The zset of a step's task_concurrency slots."""
         return self.keys.step_part(workflow_id, sid, "slots")
 
-    def acquire_slot(self, workflow_id: str, sid: int, node: str, lease_id: str, limit: int) -> bool:
-        """Take one of ``node``'s ``limit`` slots for step ``sid``."""
-        now = self.clock.now_ms()
-        reply = self.scripts.acquire_slot(
-            [self.slots_key(workflow_id, sid)],
-            [f"{node}|{lease_id}", f"{node}|", limit, now, now + self.lease_ms, self.state_ttl_ms],
-        )
-        return bool(reply)
-
-    def release_slot(self, workflow_id: str, sid: int, node: str, lease_id: str) -> None:
-        """Give a slot back."""
-        self.client.zrem(self.slots_key(workflow_id, sid), f"{node}|{lease_id}")
+    def release_slot(self, workflow_id: str, sid: int, member: str) -> None:
+        """Give a concurrency slot back."""
+        self.client.zrem(self.slots_key(workflow_id, sid), member)
 
     # -- cancelling and deleting ---------------------------------------------------------------------------
 
@@ -631,7 +641,7 @@ class StateStore:
         return [wf for _, wf in sorted(alive)]
 
 
-def _claimed(reply: Sequence[Any]) -> list[tuple[int, int, str]] | None:
+def _claimed(reply: Sequence[Any]) -> list[tuple[int, int, Any]] | None:
     if reply[0] != "ok":
         return None
-    return [(int(reply[i]), int(reply[i + 1]), str(reply[i + 2])) for i in range(1, len(reply), 3)]
+    return [(int(pos), int(attempt), data) for pos, attempt, data in json.loads(reply[1])]

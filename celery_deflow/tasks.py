@@ -80,8 +80,11 @@ class CeleryDispatcher:
         body.link_error(self._close_phase.si(workflow_id, token))
         body.freeze(group_id=group_id)
         backend.set_chord_size(group_id, len(header))
-        for index, (task, args) in enumerate(header):
-            task.apply_async(args, group_id=group_id, group_index=index, chord=body, add_to_parent=False)
+        with self._app.producer_or_acquire() as producer:
+            for index, (task, args) in enumerate(header):
+                task.apply_async(
+                    args, group_id=group_id, group_index=index, chord=body, add_to_parent=False, producer=producer
+                )
 
     def tasks_phase(self, workflow_id: str, sid: int, token: str, ranges: Iterable[tuple[int, int]]) -> None:
         """Launch a tasks phase as a chord of range messages."""
@@ -98,8 +101,9 @@ class CeleryDispatcher:
 
     def send_ranges(self, workflow_id: str, sid: int, ranges: Iterable[tuple[int, int]]) -> None:
         """Publish range messages outside the phase's chord (tasks added while it runs)."""
-        for lo, hi in ranges:
-            self._run_range.apply_async((workflow_id, sid, lo, hi), add_to_parent=False)
+        with self._app.producer_or_acquire() as producer:
+            for lo, hi in ranges:
+                self._run_range.apply_async((workflow_id, sid, lo, hi), add_to_parent=False, producer=producer)
 
     def send_retries(self, workflow_id: str, sid: int, attempts: list[tuple[int, int]], delay: float | None) -> None:
         """Publish the next attempts of failed tasks, ``delay`` seconds from now."""

@@ -55,6 +55,27 @@ local function record_outcome(s, pos, attempt, code, payload, max)
   return 'retry'
 end
 
+-- Takes one of `limit` slots of a worker node (members "<node>|<id>" of the step's slots zset, scored by their
+-- expiry; expired ones belonged to dead holders). Returns true when `member` holds a slot (also on a replay).
+local function take_slot(slots, member, prefix, limit, now, expiry, ttl)
+  redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+  if redis.call('ZSCORE', slots, member) then
+    return true
+  end
+  local held = 0
+  for _, other in ipairs(redis.call('ZRANGE', slots, 0, -1)) do
+    if string.sub(other, 1, #prefix) == prefix then
+      held = held + 1
+    end
+  end
+  if held >= limit then
+    return false
+  end
+  redis.call('ZADD', slots, expiry, member)
+  redis.call('PEXPIRE', slots, ttl)
+  return true
+end
+
 local function add_counts(base, s, done_n, failed_n)
   if done_n > 0 then
     redis.call('HINCRBY', s, 'done', done_n)

@@ -56,6 +56,7 @@ def make_app(broker_url: str, redis_url: str) -> Celery:
         broker_transport_options=BROKER_OPTIONS,
         result_expires=600,
         worker_hijack_root_logger=False,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
     )
     return app
 
@@ -205,12 +206,15 @@ def stop_worker_processes(workers: list[WorkerProcess]) -> None:
 
 @pytest.fixture
 def worker_processes(deflow_env: Env) -> Iterator[Callable[..., list[WorkerProcess]]]:
-    """``worker_processes(count, pool=..., concurrency=...)`` starts worker subprocesses and waits until ready."""
+    """``worker_processes(count, pool=..., concurrency=..., **env)`` starts worker subprocesses, waits until ready."""
     started: list[WorkerProcess] = []
 
-    def start(count: int, *, pool: str = "solo", concurrency: int = 1, prefix: str = "p") -> list[WorkerProcess]:
+    def start(
+        count: int, *, pool: str = "solo", concurrency: int = 1, prefix: str = "p", **env: str
+    ) -> list[WorkerProcess]:
         new = [
-            start_worker_process(deflow_env, f"{prefix}{i}", pool=pool, concurrency=concurrency) for i in range(count)
+            start_worker_process(deflow_env, f"{prefix}{i}", pool=pool, concurrency=concurrency, **env)
+            for i in range(count)
         ]
         started.extend(new)
         wait_ready(new)

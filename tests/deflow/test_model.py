@@ -63,3 +63,16 @@ def test_tokens_and_slugs() -> None:
     assert slugify("exp two") == "exp-two"
     assert slugify('a"b{c}') == "abc"
     assert slugify("   ") == "workflow"
+
+
+def test_cursor_split() -> None:
+    from celery_deflow.execution import _Cursor
+
+    cursor = _Cursor(["r", 0, 10])
+    assert cursor.take(2) == ["r", 0, 2]
+    assert cursor.split() == (6, 10)
+    assert cursor.remaining() == 4
+    assert cursor.take(10) == ["r", 2, 6]
+    assert cursor.take(1) is None
+    assert _Cursor(["r", 0, 1]).split() is None
+    assert _Cursor(["l", [[3, 2], [4, 2]]]).split() is None

@@ -94,6 +94,15 @@ def test_done_events_of_concurrent_workflows(deflow_env: Env, worker_processes: 
     assert len(tasks) == 9
 
 
+def test_long_messages_are_split_across_nodes(deflow_env: Env, worker_processes: Start) -> None:
+    """One message holding the whole phase: its worker hands halves of it to the other nodes."""
+    worker_processes(3, DEFLOW_TARGET_BATCHES="1", DEFLOW_SPLIT_AFTER="0.1")
+    wf = Workflow.create("split").add_step(handlers.WhoAmI, tasks=list(range(30)))
+    by_node = values_by_node(wf.run().wait(WAIT))
+    assert set(by_node) == {"p0@deflow", "p1@deflow", "p2@deflow"}
+    assert sorted(v for vs in by_node.values() for v in vs) == list(range(30))
+
+
 @pytest.mark.parametrize(("pool", "concurrency"), [("prefork", 2), ("solo", 1), ("threads", 2)])
 def test_timeouts_in_every_pool(deflow_env: Env, worker_processes: Start, pool: str, concurrency: int) -> None:
     worker_processes(1, pool=pool, concurrency=concurrency)

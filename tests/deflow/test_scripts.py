@@ -88,15 +88,15 @@ def test_claim_and_finish_are_idempotent(store: StateStore) -> None:
     make(store, (False, False, ["a", "b", "c"]))
     store.start_workflow(WF)
     claimed = store.claim_tasks(WF, 1, "L1", ["r", 0, 3])
-    assert claimed == [(0, 1, '"a"'), (1, 1, '"b"'), (2, 1, '"c"')]
+    assert claimed == [(0, 1, "a"), (1, 1, "b"), (2, 1, "c")]
     assert store.claim_tasks(WF, 1, "L2", ["r", 0, 3]) == []  # a redelivered message takes nothing
-    outcomes = [0, 1, "s", '"A"', 1, 1, "s", '"B"']
+    outcomes = [(0, 1, "s", '"A"'), (1, 1, "s", '"B"')]
     (finished, _) = store.finish_and_claim(WF, 1, "L1", outcomes, None, None)
     assert finished == (False, [])
     store.finish_and_claim(WF, 1, "L1", outcomes, None, None)  # replay counts nothing
     assert done_counts(store, 1) == (2, 3)
     assert store.close_phase(WF, "1:t", arrived=True).action == "wait"
-    (finished, _) = store.finish_and_claim(WF, 1, "L1", [2, 1, "s", '"C"'], None, None)
+    (finished, _) = store.finish_and_claim(WF, 1, "L1", [(2, 1, "s", '"C"')], None, None)
     assert finished == (True, [])  # body arrived before: the last finisher may close
     assert store.close_phase(WF, "1:t", arrived=False).action == "done"
     rows = list(store.tasks(WF, 1, all_finished=True))
@@ -110,12 +110,12 @@ def test_retries_and_final_failure(store: StateStore) -> None:
     make(store, (False, False, ["x"]), attempts=2)
     store.start_workflow(WF)
     store.claim_tasks(WF, 1, "L1", ["r", 0, 1])
-    finished, _ = store.finish_and_claim(WF, 1, "L1", [0, 1, "f", "boom"], None, None)
+    finished, _ = store.finish_and_claim(WF, 1, "L1", [(0, 1, "f", "boom")], None, None)
     assert finished == (False, [(0, 2)])
     assert store.claim_tasks(WF, 1, "L2", ["l", 0, 3]) == []  # not due
-    assert store.claim_tasks(WF, 1, "L2", ["l", 0, 2]) == [(0, 2, '"x"')]
+    assert store.claim_tasks(WF, 1, "L2", ["l", 0, 2]) == [(0, 2, "x")]
     assert store.claim_tasks(WF, 1, "L3", ["l", 0, 2]) == []  # duplicate retry message
-    finished, _ = store.finish_and_claim(WF, 1, "L2", [0, 2, "f", "boom again"], None, None)
+    finished, _ = store.finish_and_claim(WF, 1, "L2", [(0, 2, "f", "boom again")], None, None)
     assert finished == (False, [])
     (row,) = store.tasks(WF, 1, all_finished=False)
     assert (row.finished, row.failed_count, row.error, row.result) == (True, 2, "boom again", None)
@@ -134,7 +134,7 @@ def test_reclaim_expired_lease(store: StateStore, clock: FixedClock) -> None:
     assert reclaimed is not None
     assert (reclaimed.workflow_id, reclaimed.sid, reclaimed.kind, reclaimed.retries) == (WF, 1, "t", [(0, 2), (1, 2)])
     assert store.reclaim_lease("L1", "worker lost") is None  # another scanner got it
-    finished, _ = store.finish_and_claim(WF, 1, "L1", [0, 1, "s", '"late"'], None, None)
+    finished, _ = store.finish_and_claim(WF, 1, "L1", [(0, 1, "s", '"late"')], None, None)
     assert finished == (False, [])  # the lost attempt's late outcome counts nothing
     assert done_counts(store, 1) == (0, 2)
     rows = list(store.tasks(WF, 1, all_finished=False))
@@ -179,14 +179,14 @@ def test_add_after_orders_by_task_then_call(store: StateStore) -> None:
     assert a1 is not None
     assert b1 is not None
     assert [b1[2], a1[2]] == ["1.1", "1.2"]  # indexes in creation order
-    store.finish_and_claim(WF, 1, "L1", [0, 1, "s", "0", 1, 1, "s", "0"], None, None)
+    store.finish_and_claim(WF, 1, "L1", [(0, 1, "s", "0"), (1, 1, "s", "0")], None, None)
     advance = store.close_phase(WF, "1:t", arrived=True)
     assert advance.token == f"{a1[0]}:t"
     order = [advance.token]
     for _ in range(2):
         sid = int(order[-1].split(":")[0])
         store.claim_tasks(WF, sid, f"L{sid}", ["r", 0, 1])
-        store.finish_and_claim(WF, sid, f"L{sid}", [0, 1, "s", "0"], None, None)
+        store.finish_and_claim(WF, sid, f"L{sid}", [(0, 1, "s", "0")], None, None)
         order.append(store.close_phase(WF, order[-1], arrived=True).token)
     assert order == [f"{a1[0]}:t", f"{a2[0]}:t", f"{b1[0]}:t"]
 
@@ -199,22 +199,27 @@ def test_additions_need_a_live_attempt(store: StateStore) -> None:
     assert store.add_tasks(live, 1, ["b"]) == ("ok", 1, 2, True)
     assert store.add_tasks(live, 1, ["b"]) == ("ok", 1, 2, True)  # replay
     assert store.add_tasks(live._replace(call=2), 2, ["c"]) == ("ok", 0, 1, False)  # a later step's tasks
-    store.finish_and_claim(WF, 1, "L1", [0, 1, "s", "0"], None, None)
+    store.finish_and_claim(WF, 1, "L1", [(0, 1, "s", "0")], None, None)
     stale = live._replace(call=3)
     assert store.add_tasks(stale, 1, ["d"])[0] == "closed"  # the attempt is over
     assert done_counts(store, 1) == (1, 2)
 
 
-def test_slots(store: StateStore, clock: FixedClock) -> None:
-    make(store, (False, False, []))
-    assert store.acquire_slot(WF, 1, "n1", "A", 1)
-    assert store.acquire_slot(WF, 1, "n1", "A", 1)  # replay
-    assert not store.acquire_slot(WF, 1, "n1", "B", 1)
-    assert store.acquire_slot(WF, 1, "n2", "C", 1)  # per node
-    clock.now += LEASE_MS + 1  # holders died
-    assert store.acquire_slot(WF, 1, "n1", "B", 1)
-    store.release_slot(WF, 1, "n1", "B")
-    assert store.acquire_slot(WF, 1, "n1", "D", 1)
+def test_concurrency_slots(store: StateStore, clock: FixedClock) -> None:
+    make(store, (False, False, ["a", "b", "c", "d"]))
+    store.start_workflow(WF)
+
+    def slot(node: str, member: str) -> tuple[str, str, int]:
+        return f"{node}|{member}", f"{node}|", 1
+
+    assert store.claim_tasks(WF, 1, "L1", ["r", 0, 1], slot("n1", "A")) == [(0, 1, "a")]
+    assert store.claim_tasks(WF, 1, "L2", ["r", 1, 2], slot("n1", "B")) == "busy"
+    assert store.claim_tasks(WF, 1, "L3", ["r", 1, 2], slot("n2", "C")) == [(1, 1, "b")]  # per node
+    clock.now += LEASE_MS + 1  # the holders died: their slots expired
+    assert store.claim_tasks(WF, 1, "L4", ["r", 2, 3], slot("n1", "B")) == [(2, 1, "c")]
+    assert store.claim_tasks(WF, 1, "L5", ["r", 3, 4], slot("n1", "D")) == "busy"
+    store.finish_and_claim(WF, 1, "L4", [(2, 1, "s", "1")], None, None, release="n1|B")
+    assert store.claim_tasks(WF, 1, "L5", ["r", 3, 4], slot("n1", "D")) == [(3, 1, "d")]
 
 
 def test_cancel_stops_claims(store: StateStore) -> None:
@@ -232,7 +237,7 @@ def test_replays_return_the_first_outcome(store: StateStore, clock: FixedClock) 
     store.start_workflow(WF)
     first = store.claim_tasks(WF, 1, "L1", ["r", 0, 2])
     assert store.claim_tasks(WF, 1, "L1", ["r", 0, 2]) == first  # same lease: same attempts, no new ones
-    outcomes = [0, 1, "f", "boom", 1, 1, "s", '"B"']
+    outcomes = [(0, 1, "f", "boom"), (1, 1, "s", '"B"')]
     assert store.finish_and_claim(WF, 1, "L1", outcomes, None, None)[0] == (False, [(0, 2)])
     assert store.finish_and_claim(WF, 1, "L1", outcomes, None, None)[0] == (False, [(0, 2)])
     store.claim_tasks(WF, 1, "L2", ["r", 2, 3])
@@ -248,12 +253,12 @@ def test_replays_return_the_first_outcome(store: StateStore, clock: FixedClock) 
 def test_pipeline_after_the_script_cache_is_flushed(store: StateStore) -> None:
     make(store, (False, False, ["a", "b", "c"]))
     store.start_workflow(WF)
-    assert store.claim_tasks(WF, 1, "L1", ["r", 0, 1]) == [(0, 1, '"a"')]
+    assert store.claim_tasks(WF, 1, "L1", ["r", 0, 1]) == [(0, 1, "a")]
     store.client.script_flush()  # e.g. a Redis restart: EVALSHA answers NOSCRIPT, the pipeline runs again
-    finished, claimed = store.finish_and_claim(WF, 1, "L1", [0, 1, "s", "1"], "L2", ["r", 1, 3])
+    finished, claimed = store.finish_and_claim(WF, 1, "L1", [(0, 1, "s", "1")], "L2", ["r", 1, 3])
     assert finished == (False, [])
-    assert claimed == [(1, 1, '"b"'), (2, 1, '"c"')]
+    assert claimed == [(1, 1, "b"), (2, 1, "c")]
     store.client.script_flush()
-    finished, claimed = store.finish_and_claim(WF, 1, "L2", [1, 1, "s", "1", 2, 1, "s", "1"], "L3", ["r", 3, 3])
+    finished, claimed = store.finish_and_claim(WF, 1, "L2", [(1, 1, "s", "1"), (2, 1, "s", "1")], "L3", ["r", 3, 3])
     assert finished == (False, [])
     assert done_counts(store, 1) == (3, 3)

