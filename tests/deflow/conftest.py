@@ -1,13 +1,16 @@
 """Fixtures of the DeFlow tests: a Celery app bound to DeFlow, in-thread workers and worker subprocesses.
 
-Every test that runs workflows takes ``broker_url``, parametrized over the brokers under test. Only
-``redis://`` for now; a ``faktory://`` parameter is added to ``BROKERS`` once ``celery_faktory.transport``
-exists (its URL then comes from the ``faktory_url`` fixture).
+Every test that runs workflows takes ``broker``, parametrized over the brokers under test: ``redis://`` and
+``faktory://`` (the ``faktory_url`` server: our own, or a real Faktory when ``FAKTORY_URL`` is set, each test under
+a queue name prefix of its own that is cleaned up afterwards). The backend and the DeFlow state always use the
+test's Redis. Worker subprocesses get the broker through ``DEFLOW_BROKER_URL`` and ``DEFLOW_BROKER_OPTIONS``
+(JSON transport options).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -26,14 +29,17 @@ from celery._state import _set_task_join_will_block
 from celery.contrib.testing.worker import start_worker
 
 from celery_deflow import DeFlow
+from tests.faktory.brokers import broker_url as faktory_broker_url
+from tests.faktory.brokers import remove_prefixed
+from tests.faktory.wire import unique
 
 REPO = Path(__file__).resolve().parents[2]
-BROKERS = ["redis"]
+BROKERS = ["redis", "faktory"]
 #: Short timings so that recovery tests run fast.
 LEASE_TIMEOUT = 1.0
 CHECK_INTERVAL = 0.3
-#: Fast polling (quick shutdowns), and unacked messages of dead workers back within seconds.
-BROKER_OPTIONS = {
+#: redis://: fast polling (quick shutdowns), and unacked messages of dead workers back within seconds.
+REDIS_OPTIONS = {
     "polling_interval": 0.1,
     "visibility_timeout": 4,
     "unacked_restore_interval": 0.5,
@@ -41,19 +47,32 @@ BROKER_OPTIONS = {
 }
 
 
+@dataclass(frozen=True)
+class Broker:
+    """A broker under test: its URL and the transport options of every app that uses it."""
+
+    name: str
+    url: str
+    options: dict[str, Any]
+
+
 @pytest.fixture(params=BROKERS)
-def broker_url(request: pytest.FixtureRequest, redis_url: str) -> str:
+def broker(request: pytest.FixtureRequest, redis_url: str) -> Iterator[Broker]:
     """The broker under test (the backend and the DeFlow state always use ``redis_url``)."""
     if request.param == "redis":
-        return redis_url
-    return str(request.getfixturevalue(f"{request.param}_url"))
+        yield Broker("redis", redis_url, REDIS_OPTIONS)
+        return
+    faktory_url = str(request.getfixturevalue("faktory_url"))
+    prefix = unique("df") + "."
+    yield Broker("faktory", faktory_broker_url(faktory_url), {"queue_name_prefix": prefix, "polling_interval": 0.1})
+    remove_prefixed(faktory_url, prefix)
 
 
-def make_app(broker_url: str, redis_url: str) -> Celery:
-    app = Celery("deflow-tests", broker=broker_url, backend=redis_url, set_as_current=False)
+def make_app(broker: Broker, redis_url: str) -> Celery:
+    app = Celery("deflow-tests", broker=broker.url, backend=redis_url, set_as_current=False)
     app.conf.update(
         worker_prefetch_multiplier=1,
-        broker_transport_options=BROKER_OPTIONS,
+        broker_transport_options=broker.options,
         result_expires=600,
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=True,
@@ -65,10 +84,15 @@ def make_app(broker_url: str, redis_url: str) -> Celery:
 class Env:
     app: Celery
     deflow: DeFlow
-    broker_url: str
+    broker: Broker
     redis_url: str
     client: redis.Redis
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def broker_environ(self) -> dict[str, str]:
+        """The environment variables that hand the broker to a subprocess."""
+        return {"DEFLOW_BROKER_URL": self.broker.url, "DEFLOW_BROKER_OPTIONS": json.dumps(self.broker.options)}
 
     def redis_keys(self, pattern: str = "deflow:*") -> list[str]:
         return sorted(k.decode() for k in self.client.scan_iter(pattern))
@@ -82,9 +106,9 @@ def register_options() -> dict[str, Any]:
 
 @pytest.fixture
 def deflow_env(
-    broker_url: str, redis_url: str, redis_client: redis.Redis, register_options: dict[str, Any]
+    broker: Broker, redis_url: str, redis_client: redis.Redis, register_options: dict[str, Any]
 ) -> Iterator[Env]:
-    app = make_app(broker_url, redis_url)
+    app = make_app(broker, redis_url)
     options: dict[str, Any] = {
         "url": redis_url,
         "check_process_queue_interval": CHECK_INTERVAL,
@@ -94,7 +118,7 @@ def deflow_env(
     }
     deflow = DeFlow.register(app, **options)
     try:
-        yield Env(app, deflow, broker_url, redis_url, redis_client)
+        yield Env(app, deflow, broker, redis_url, redis_client)
     finally:
         DeFlow.unregister()
 
@@ -144,7 +168,7 @@ def start_worker_process(
     log = Path(tempfile.mkstemp(prefix=f"deflow-worker-{name}-", suffix=".log")[1])
     environ = {
         **os.environ,
-        "DEFLOW_BROKER_URL": env.broker_url,
+        **env.broker_environ,
         "DEFLOW_REDIS_URL": env.redis_url,
         "DEFLOW_LEASE_TIMEOUT": str(LEASE_TIMEOUT),
         "DEFLOW_CHECK_INTERVAL": str(CHECK_INTERVAL),

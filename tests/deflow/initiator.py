@@ -1,6 +1,7 @@
 """Series 5's initiator: creates and runs a workflow, prints its id, and dies on its first next_task event.
 
-Run as ``python -m tests.deflow.initiator`` with ``DEFLOW_BROKER_URL`` and ``DEFLOW_REDIS_URL`` set. It is not
+Run as ``python -m tests.deflow.initiator`` with ``DEFLOW_BROKER_URL``, ``DEFLOW_BROKER_OPTIONS`` and
+``DEFLOW_REDIS_URL`` set. It is not
 a worker: the workflow must complete without it.
 """
 
@@ -13,12 +14,14 @@ import time
 
 from celery import Celery
 
+import celery_faktory  # noqa: F401  (a plain program, not the celery CLI: this registers faktory://)
 from celery_deflow import DeFlow, Workflow
 from tests.deflow import handlers
 
 
 def main() -> None:
     app = Celery("initiator", broker=os.environ["DEFLOW_BROKER_URL"], backend=os.environ["DEFLOW_REDIS_URL"])
+    app.conf.broker_transport_options = json.loads(os.environ.get("DEFLOW_BROKER_OPTIONS", "{}"))
     DeFlow.register(app, url=os.environ["DEFLOW_REDIS_URL"], check_process_queue_interval=0)
     wf = Workflow.create("test", task_timeout=0.1, task_max_fail_count=2, clean_on_done=False)
     wf.add_step(handlers.Echo, tasks=range(150))

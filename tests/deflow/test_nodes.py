@@ -124,7 +124,7 @@ def test_series_5_initiator_crash(deflow_env: Env, worker_processes: Start) -> N
         cwd=REPO,
         env={
             **os.environ,
-            "DEFLOW_BROKER_URL": deflow_env.broker_url,
+            **deflow_env.broker_environ,
             "DEFLOW_REDIS_URL": deflow_env.redis_url,
             "PYTHONPATH": str(REPO),
         },

@@ -11,21 +11,13 @@ import os
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import kombu
 import pytest
 
 from celery_faktory.client import Client
+from tests.faktory.brokers import broker_url, remove_prefixed
 from tests.faktory.wire import unique
-
-
-def broker_url(faktory_url: str) -> str:
-    """The ``faktory://`` form of a ``tcp://`` Faktory URL (password kept)."""
-    parts = urlsplit(faktory_url)
-    if parts.scheme != "tcp":
-        raise ValueError(f"expected a tcp:// URL, got {faktory_url!r}")
-    return "faktory://" + faktory_url.split("://", 1)[1]
 
 
 def dead_port() -> int:
@@ -33,17 +25,6 @@ def dead_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def remove_prefixed(url: str, prefix: str) -> None:
-    """Remove every queue named ``prefix...`` and every set entry pushed to such a queue."""
-    with Client(url) as client:
-        queues = [name for name in client.queue_sizes() if name.startswith(prefix)]
-        if queues:
-            client.queue_remove(*queues)
-        pattern = f'*"queue":"{prefix}*'
-        for target in (client.scheduled, client.retries, client.dead):
-            target.discard(regexp=pattern)
 
 
 @pytest.fixture

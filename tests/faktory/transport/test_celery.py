@@ -25,7 +25,7 @@ from celery.result import AsyncResult
 
 from celery_faktory.protocol import Simple, commands
 from celery_faktory.server import FaktoryServer
-from tests.faktory.transport.conftest import broker_url, remove_prefixed
+from tests.faktory.brokers import broker_url, remove_prefixed
 from tests.faktory.wire import connect
 from tests.services import RedisService
 

@@ -28,8 +28,8 @@ from celery import Celery
 
 from celery_faktory.clock import ManualClock
 from celery_faktory.server import FaktoryServer, ServerConfig
+from tests.faktory.brokers import broker_url
 from tests.faktory.transport.celery_app_crash import create_app
-from tests.faktory.transport.conftest import broker_url
 from tests.faktory.wire import wait_until
 
 pytestmark = [

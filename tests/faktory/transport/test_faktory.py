@@ -33,7 +33,7 @@ from celery_faktory.protocol import commands
 from celery_faktory.server import FaktoryServer, Fault, ServerConfig
 from celery_faktory.transport import PublishBatchRejected, Transport
 from celery_faktory.transport import channel as channel_module
-from tests.faktory.transport.conftest import broker_url
+from tests.faktory.brokers import broker_url
 
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 

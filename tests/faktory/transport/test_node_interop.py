@@ -23,10 +23,10 @@ from celery.contrib.testing.worker import start_worker
 from celery.result import AsyncResult
 
 from celery_faktory.client import Client
+from tests.faktory.brokers import broker_url
 from tests.faktory.interop import conftest as interop
 from tests.faktory.interop.conftest import NodeClient
 from tests.faktory.interop.test_node_client import _assert_not_reserved, _events
-from tests.faktory.transport.conftest import broker_url
 from tests.services import RedisService
 
 pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")  # Celery + redis-py 8
