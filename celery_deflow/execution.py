@@ -380,7 +380,7 @@ class Executor:
             if status == "ended":
                 raise StateError(f"add_tasks refused: the tasks of step {step.index} have all run")
             if running and hi > lo:
-                self._driver.dispatch_added(step.workflow_id, step.sid, lo, hi)
+                self._driver.dispatch_added(step.workflow_id, step.sid, lo, hi, owed=True)
 
     def add_after(
         self,

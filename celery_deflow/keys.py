@@ -49,6 +49,10 @@ class KeySchema:
         """The list of step sids in the order their tasks phases started."""
         return f"{self.workflow(workflow_id)}:order"
 
+    def owed(self, workflow_id: str) -> str:
+        """The zset of dispatches recorded but not yet confirmed published."""
+        return f"{self.workflow(workflow_id)}:owed"
+
     def step(self, workflow_id: str, sid: int) -> str:
         """A step record."""
         return f"{self.workflow(workflow_id)}:s:{sid}"

@@ -5,6 +5,10 @@ the single hook run), the body is the tiny immutable ``close_phase`` task. The b
 still outstanding when the body arrived (retries, recovered attempts, tasks added on the way), the last
 finisher -- closes the phase in one Lua transition that also merges the steps added during it and picks the
 next phase, which is launched here. The Celery side is behind :class:`Dispatcher`.
+
+Work made due inside a transition -- tasks added to a running phase, retries of failed attempts -- is recorded
+by that transition as *owed* and settled once its messages are published; should the publisher die or the
+broker refuse the publish in between, the recovery scan publishes it (:meth:`PhaseDriver.dispatch_owed`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from .model import PhaseKind, batch_ranges, parse_token
-from .store import Advance, StateStore
+from .store import Advance, Owed, StateStore
 
 __all__ = ["Dispatcher", "PhaseDriver"]
 
@@ -77,13 +81,33 @@ class PhaseDriver:
             self._dispatcher.hook_phase(workflow_id, sid, kind, token)
         self._store.mark_launched(workflow_id, token)
 
-    def dispatch_added(self, workflow_id: str, sid: int, lo: int, hi: int) -> None:
-        """Publish tasks ``[lo, hi)`` of a running tasks phase (added to it, or split off a message)."""
+    def dispatch_added(self, workflow_id: str, sid: int, lo: int, hi: int, *, owed: bool = False) -> None:
+        """Publish tasks ``[lo, hi)`` of a running tasks phase, added to it or split off a message.
+
+        ``owed``: the addition recorded them as owed; settle them once published.
+        """
         self._dispatcher.send_ranges(workflow_id, sid, self._ranges(lo, hi))
+        if owed:
+            self._store.settle(Owed(workflow_id, sid, lo, hi))
 
     def dispatch_retries(
         self, workflow_id: str, sid: int, attempts: list[tuple[int, int]], delay: float | None
     ) -> None:
-        """Publish the next attempts ``(position, attempt)`` of failed tasks."""
+        """Publish the next attempts ``(position, attempt)`` of failed tasks, then settle them.
+
+        ``attempts`` is exactly the list the transition that made them due returned and recorded as owed.
+        """
         if attempts:
             self._dispatcher.send_retries(workflow_id, sid, attempts, delay)
+            self._store.settle(Owed(workflow_id, sid, attempts=tuple(attempts)))
+
+    def dispatch_owed(self, owed: Owed) -> None:
+        """Publish an overdue owed dispatch (its publisher died or could not publish), then settle it.
+
+        A copy of messages that were published after all costs nothing: claims take only attempts that are due.
+        """
+        if owed.attempts:
+            self._dispatcher.send_retries(owed.workflow_id, owed.sid, list(owed.attempts), None)
+        else:
+            self._dispatcher.send_ranges(owed.workflow_id, owed.sid, self._ranges(owed.lo, owed.hi))
+        self._store.settle(owed)

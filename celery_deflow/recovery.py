@@ -6,7 +6,10 @@ transition (no global lock: when several processes race for a lease, one gets it
 as failed with a "worker lost" error and are retried like any failed attempt; a hook run it held ends with
 that error. Then, if that was the last outstanding work of the phase, the phase is closed.
 
-The scan also watches running workflows for a phase that stays stuck longer than ``stall_grace``: a phase
+The scan also publishes the owed dispatches of running workflows that their publisher did not confirm in time
+(tasks added to a running phase, retries made due: the process died, or the broker refused the publish, right
+after the transition that recorded them), and watches for a phase that stays stuck longer than
+``stall_grace``: a phase
 whose work is all finished but whose chord body never arrives (a header message held by a dead worker that
 the broker redelivers late, or never) is closed; a phase that was never published (its launcher died between
 the transition and the publish) is launched again. Both actions are idempotent, so racing scanners are fine.
@@ -79,10 +82,18 @@ class LeaseScanner:
         self._unstick()
         return taken
 
+    def _repay(self, workflow_id: str) -> None:
+        for owed in self._store.overdue(workflow_id):
+            logger.warning(
+                "dispatch %s of workflow %s was never confirmed published; publishing it", owed.member, workflow_id
+            )
+            self._driver.dispatch_owed(owed)
+
     def _unstick(self) -> None:
         now = time.monotonic()
         seen: dict[tuple[str, str, str], float] = {}
         for wf in self._store.running_workflows():
+            self._repay(wf)
             state = self._store.phase_state(wf)
             if state is None:
                 continue

@@ -160,6 +160,36 @@ def _advance(reply: Sequence[Any]) -> Advance:
     return Advance("stale")
 
 
+class Owed(NamedTuple):
+    """A dispatch recorded in Redis but not yet confirmed published.
+
+    Tasks ``[lo, hi)`` added to a running tasks phase (``attempts`` empty), or the retries ``attempts``
+    (``(position, attempt)`` pairs) made due.
+    """
+
+    workflow_id: str
+    sid: int
+    lo: int = 0
+    hi: int = 0
+    attempts: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def member(self) -> str:
+        """The entry's member in the workflow's owed zset (as the Lua scripts write it)."""
+        if self.attempts:
+            return f"l|{self.sid}|" + ",".join(f"{pos},{attempt}" for pos, attempt in self.attempts)
+        return f"r|{self.sid}|{self.lo}|{self.hi}"
+
+    @classmethod
+    def parse(cls, workflow_id: str, member: str) -> Owed:
+        """The entry written as ``member``."""
+        kind, sid, rest = member.split("|", 2)
+        if kind == "l":
+            return cls(workflow_id, int(sid), attempts=tuple(_pairs(rest.split(","))))
+        lo, hi = rest.split("|")
+        return cls(workflow_id, int(sid), int(lo), int(hi))
+
+
 def _pairs(flat: Sequence[Any]) -> list[tuple[int, int]]:
     return [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
@@ -348,6 +378,7 @@ class StateStore:
                 self.state_ttl_ms,
                 release,
                 json.dumps(outcomes, separators=(",", ":")),
+                self._overdue_at(),
             ]
             self.scripts.finish_tasks.queue(pipe, keys, args)
             if next_lease is not None and next_spec is not None:
@@ -431,6 +462,7 @@ class StateStore:
                 ref.call,
                 sid,
                 self.state_ttl_ms,
+                self._overdue_at(),
                 *(dumps(item) for item in items),
             ],
         )
@@ -460,7 +492,7 @@ class StateStore:
         """Take over an expired lease, failing what it held with ``error``; ``None`` if there is nothing to do."""
         reply = self.scripts.reclaim_lease(
             [self.keys.leases(), self.keys.lease(lease_id)],
-            [lease_id, self.clock.now_ms(), error, self.state_ttl_ms, uuid.uuid4().hex],
+            [lease_id, self.clock.now_ms(), error, self.state_ttl_ms, uuid.uuid4().hex, self._overdue_at()],
         )
         if reply[0] == "task":
             return Reclaimed(str(reply[1]), int(reply[2]), "t", bool(reply[3]), _pairs(reply[4:]))
@@ -468,6 +500,21 @@ class StateStore:
             kind: PhaseKind = "b" if reply[3] == "b" else "a"
             return Reclaimed(str(reply[1]), int(reply[2]), kind, bool(reply[4]), [])
         return None
+
+    # -- owed dispatches -------------------------------------------------------------------------------------
+
+    def _overdue_at(self) -> int:
+        """When a dispatch recorded now is overdue (ms): two lease timeouts, as for a stalled phase."""
+        return self.clock.now_ms() + 2 * self.lease_ms
+
+    def settle(self, owed: Owed) -> None:
+        """Remove an owed dispatch once it has been published."""
+        self.client.zrem(self.keys.owed(owed.workflow_id), owed.member)
+
+    def overdue(self, workflow_id: str, limit: int = 100) -> list[Owed]:
+        """The workflow's owed dispatches whose publisher has not confirmed them in time."""
+        found = self.client.zrangebyscore(self.keys.owed(workflow_id), "-inf", self.clock.now_ms(), 0, limit)
+        return [Owed.parse(workflow_id, str(member)) for member in found]
 
     def running_workflows(self, limit: int = 1000) -> list[str]:
         """Ids of running workflows, oldest first (at most ``limit``)."""

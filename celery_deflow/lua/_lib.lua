@@ -7,6 +7,9 @@
 --   base:order           list: step sids in the order their tasks phases started
 --   base:ins:<token>     zset (all scores 0, ordered by member): steps added during that phase
 --   base:dedup           hash: replay markers of add_after / add_tasks calls
+--   base:owed            zset: dispatches recorded but not yet confirmed published, scored by when the recovery
+--                        scan publishes them itself: "r|<sid>|<lo>|<hi>" (tasks added to a running phase),
+--                        "l|<sid>|<pos>,<attempt>,..." (retries made due)
 --   base:s:<sid>         hash: a step record; its tasks live in base:s:<sid>:{data,st,fail,err,res,herr,slots}
 -- Task state (base:s:<sid>:st, field = task position): "<a>" attempt a running, "<a>f" attempt a failed and a
 -- retry is due, "d" finished. No field: never started.
@@ -93,6 +96,25 @@ local function touch(ttl, ...)
   end
 end
 
+-- Records a dispatch its caller publishes next; should the caller die first, the recovery scan publishes it
+-- once `due` (ms) has passed. The caller removes the entry once published.
+local function owe(base, member, due, ttl)
+  redis.call('ZADD', base .. ':owed', due, member)
+  touch(ttl, base .. ':owed')
+end
+
+-- Records the retries `out[first..]` (pairs of position and attempt) of step `sid` as owed.
+local function owe_retries(base, sid, out, first, due, ttl)
+  if #out < first then
+    return
+  end
+  local parts = {}
+  for i = first, #out do
+    parts[#parts + 1] = string.format('%d', out[i])
+  end
+  owe(base, 'l|' .. sid .. '|' .. table.concat(parts, ','), due, ttl)
+end
+
 -- Whether the running phase `token` can close: its chord body arrived and all its work is finished.
 local function phase_complete(base, token)
   local m = redis.call('HMGET', base, 'status', 'cur', 'body')
@@ -111,7 +133,7 @@ end
 -- Every key of the workflow: {kept for the result, working state}.
 local function workflow_keys(base)
   local keep = {base, base .. ':order'}
-  local work = {base .. ':plan', base .. ':dedup'}
+  local work = {base .. ':plan', base .. ':dedup', base .. ':owed'}
   local sids = tonumber(redis.call('HGET', base, 'sids') or '0')
   for sid = 1, sids do
     local s = step_key(base, sid)

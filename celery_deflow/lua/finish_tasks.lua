@@ -6,7 +6,9 @@
 -- ARGV[1] sid   ARGV[2] lease id   ARGV[3] running ttl (ms)   ARGV[4] slot member to release ('' for none)
 -- ARGV[5] the outcomes, one JSON array of [position, attempt, code, payload]; code 's' success (payload =
 --         result JSON), 'f' failure (payload = error message), 'x' final failure whatever attempts remain
--- Returns {'ok', complete (0|1), pos, next attempt, ...} for the retries now due, or {'stop'}.
+-- ARGV[6] when the retries' dispatch is overdue (ms)
+-- Returns {'ok', complete (0|1), pos, next attempt, ...} for the retries now due (recorded as owed until the
+-- caller has published them), or {'stop'}.
 local base = KEYS[1]
 local sid = ARGV[1]
 redis.call('ZREM', KEYS[2], ARGV[2])
@@ -37,6 +39,7 @@ for _, outcome in ipairs(cjson.decode(ARGV[5])) do
 end
 add_counts(base, s, done_n, failed_n)
 touch(ARGV[3], s .. ':res', s .. ':fail', s .. ':err')
+owe_retries(base, sid, out, 3, ARGV[6], ARGV[3])
 if phase_complete(base, sid .. ':t') then
   out[2] = 1
 end

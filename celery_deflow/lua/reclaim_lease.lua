@@ -4,7 +4,9 @@
 -- with the claimant's call id, so that a replay of that call returns the first outcome.
 -- KEYS[1] leases zset   KEYS[2] the lease's record
 -- ARGV[1] lease id   ARGV[2] now (ms)   ARGV[3] error message   ARGV[4] running ttl (ms)   ARGV[5] call id
--- Returns {'task', workflow id, sid, complete (0|1), pos, next attempt, ...} (retries due),
+-- ARGV[6] when the retries' dispatch is overdue (ms)
+-- Returns {'task', workflow id, sid, complete (0|1), pos, next attempt, ...} (retries due, owed until the
+-- caller has published them),
 -- {'hook', workflow id, sid, kind, complete}, {'live'}, {'gone'} or {'stop'} (workflow no longer running).
 local raw = redis.call('GET', KEYS[2])
 if not raw then
@@ -64,6 +66,7 @@ for i = 1, #lease.i, 2 do
 end
 add_counts(base, s, done_n, failed_n)
 touch(ARGV[4], s .. ':fail', s .. ':err')
+owe_retries(base, sid, out, 5, ARGV[6], ARGV[4])
 if phase_complete(base, sid .. ':t') then
   out[4] = 1
 end

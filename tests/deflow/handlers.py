@@ -77,12 +77,30 @@ class FailOne(StepHandler):
         return task.data
 
 
+class FailOnce(StepHandler):
+    """Task 1 fails its first attempt."""
+
+    def handler(self, task: Task, step: Step) -> Any:
+        if task.data == 1 and task.failed_count == 0:
+            raise Exception("first attempt fails")
+        return task.data
+
+
 class WhoAmI(StepHandler):
     """Series 4: which node ran which value."""
 
     def handler(self, task: Task, step: Step) -> Any:
         time.sleep(0.05)
         return {"name": node(), "value": task.data}
+
+
+class Seeder(StepHandler):
+    """Task ``"seed"`` adds two tasks to the running step; the others return their data."""
+
+    def handler(self, task: Task, step: Step) -> Any:
+        if task.data == "seed":
+            step.add_tasks(["x", "y"])
+        return task.data
 
 
 class Chain(StepHandler):

@@ -13,6 +13,7 @@ from typing import Any
 
 import psutil
 import pytest
+from kombu.exceptions import OperationalError
 
 from celery_deflow import Workflow, WorkflowNotFound
 
@@ -123,3 +124,47 @@ def test_redis_restart_fails_clearly(deflow_env: Env, redis_server: Any) -> None
         with pytest.raises(WorkflowNotFound, match="no longer stored"):
             wf.wait(30)
         assert time.monotonic() - started < 15
+
+
+class RefuseOnce:
+    """Fault injection: the broker refuses the first publish made through one dispatcher method."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, dispatcher: Any, name: str) -> None:
+        self.refused = 0
+        real = getattr(dispatcher, name)
+
+        def publish(*args: Any) -> None:
+            if not self.refused:
+                self.refused += 1
+                raise OperationalError(f"{name}: connection refused (injected)")
+            real(*args)
+
+        monkeypatch.setattr(dispatcher, name, publish)
+
+
+def test_tasks_added_but_not_published_are_published_by_the_scan(
+    deflow_env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refusal = RefuseOnce(monkeypatch, deflow_env.deflow.driver._dispatcher, "send_ranges")
+    with in_thread_worker(deflow_env.app):
+        wf = Workflow.create("added-unpublished").add_step(handlers.Seeder, tasks=["seed", "a"])
+        result = wf.run().wait(WAIT)
+    assert refusal.refused == 1
+    (step,) = result.steps
+    seed, a, x, y = step.tasks
+    assert "injected" in (seed.error or "")  # the seed's attempt saw the publish fail ...
+    assert (a.result, x.result, y.result) == ("a", "x", "y")  # ... but the tasks it added ran all the same
+    assert wf.progress().percent == "100.00% - 4/4"
+
+
+def test_retries_made_due_but_not_published_are_published_by_the_scan(
+    deflow_env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refusal = RefuseOnce(monkeypatch, deflow_env.deflow.driver._dispatcher, "send_retries")
+    with in_thread_worker(deflow_env.app):
+        wf = Workflow.create("retry-unpublished", task_max_fail_count=2)
+        result = wf.add_step(handlers.FailOnce, tasks=[1, 2]).run().wait(WAIT)
+    assert refusal.refused == 1
+    tasks = result.steps[0].tasks
+    assert [(t.result, t.error) for t in tasks] == [(1, None), (2, None)]
+    assert sorted(t.failed_count for t in tasks) == [0, 1]

@@ -10,7 +10,7 @@ import redis
 
 from celery_deflow.keys import KeySchema
 from celery_deflow.model import merge_options
-from celery_deflow.store import AttemptRef, NewStep, StateStore, WorkflowRecord
+from celery_deflow.store import AttemptRef, NewStep, Owed, StateStore, WorkflowRecord
 
 WF = "wf:test"
 LEASE_MS = 1000
@@ -244,8 +244,8 @@ def test_replays_return_the_first_outcome(store: StateStore, clock: FixedClock) 
     clock.now += LEASE_MS + 1
     keys = [store.keys.leases(), store.keys.lease("L2")]
     args = ["L2", clock.now, "worker lost", 60_000]
-    taken = store.scripts.reclaim_lease(keys, [*args, "call-1"])
-    assert store.scripts.reclaim_lease(keys, [*args, "call-1"]) == taken  # the claimant's replay
+    taken = store.scripts.reclaim_lease(keys, [*args, "call-1", clock.now])
+    assert store.scripts.reclaim_lease(keys, [*args, "call-1", clock.now]) == taken  # the claimant's replay
     assert store.scripts.reclaim_lease(keys, [*args, "call-2"]) == ["gone"]  # another scanner
     assert taken[4:] == [2, 2]
 
@@ -262,3 +262,30 @@ def test_pipeline_after_the_script_cache_is_flushed(store: StateStore) -> None:
     finished, claimed = store.finish_and_claim(WF, 1, "L2", [(1, 1, "s", "1"), (2, 1, "s", "1")], "L3", ["r", 3, 3])
     assert finished == (False, [])
     assert done_counts(store, 1) == (3, 3)
+
+
+def test_dispatches_are_owed_until_settled(store: StateStore, clock: FixedClock) -> None:
+    make(store, (False, False, ["a", "b"]), attempts=2)
+    store.start_workflow(WF)
+    store.claim_tasks(WF, 1, "L1", ["r", 0, 2])
+    store.add_tasks(AttemptRef(WF, "1:t", 0, 1, "L1", 1), 1, ["c", "d"])
+    assert store.finish_and_claim(WF, 1, "L1", [(0, 1, "f", "boom"), (1, 1, "f", "bang")], None, None)[0] == (
+        False,
+        [(0, 2), (1, 2)],
+    )
+    assert store.overdue(WF) == []  # their publishers have two lease timeouts to confirm them
+    clock.now += 2 * LEASE_MS
+    added, retries = Owed(WF, 1, 2, 4), Owed(WF, 1, attempts=((0, 2), (1, 2)))
+    assert set(store.overdue(WF)) == {added, retries}
+    assert Owed.parse(WF, retries.member) == retries
+    store.settle(added)
+    assert store.overdue(WF) == [retries]
+    store.claim_tasks(WF, 1, "L2", ["r", 2, 4])
+    store.claim_tasks(WF, 1, "L3", ["l", 0, 2, 1, 2])
+    clock.now += LEASE_MS + 1
+    store.reclaim_lease("L3", "worker lost")  # both attempts lost: their last ones, nothing is owed
+    store.finish_and_claim(WF, 1, "L2", [(2, 1, "s", "1"), (3, 1, "s", "1")], None, None)
+    store.settle(retries)
+    store.close_phase(WF, "1:t", arrived=True)
+    assert store.status(WF) == "done"
+    assert not store.client.exists(store.keys.owed(WF))  # working state, deleted with the rest
