@@ -1,11 +1,14 @@
 """Throughput of celery_deflow beside a hand-written plain Celery chord doing the same work.
 
 A workflow of 2 steps x N trivial tasks (``x * x + 1``) runs on one Celery worker process, against a private
-Redis started for the run (broker, result backend and DeFlow state). Side by side, the same work as two plain
-Celery chords (one message per task, the body receiving the N results) runs on the same kind of worker.
+Redis started for the run (result backend and DeFlow state, and the broker of the ``redis`` rows). Side by
+side, the same work as two plain Celery chords (one message per task, the body receiving the N results) runs
+on the same kind of worker. With ``--broker faktory`` the rows run on ``faktory://`` too: this package's server
+started in a subprocess, or the Faktory of ``FAKTORY_URL``.
 
     python bench/deflow_throughput.py                      # N = 1,000, 10,000, 100,000; prefork worker, -c 1
     python bench/deflow_throughput.py --n 10000 --pool threads --chord-max 10000
+    python bench/deflow_throughput.py --n 10000 --broker redis --broker faktory
 
 Each row runs in a fresh initiator process (the process that calls ``run()``), so its peak RSS is its own. The
 worker is restarted for every row on a flushed Redis, and every DeFlow result is checked afterwards from another
@@ -49,7 +52,10 @@ MODULE = Path(__file__).stem
 # -- the app, as the worker and the initiators import it ------------------------------------------------------
 
 REDIS_URL = os.environ.get("DEFLOW_BENCH_REDIS", "redis://127.0.0.1:6379/0")
-app = Celery("deflow-bench", broker=REDIS_URL, backend=REDIS_URL)
+BROKER_URL = os.environ.get("DEFLOW_BENCH_BROKER", REDIS_URL)
+if BROKER_URL.startswith("faktory://"):
+    import celery_faktory  # noqa: F401  (the initiators are not started by `celery`: this registers faktory://)
+app = Celery("deflow-bench", broker=BROKER_URL, backend=REDIS_URL)
 app.conf.update(worker_prefetch_multiplier=4, result_expires=3600, worker_hijack_root_logger=False)
 
 
@@ -164,12 +170,36 @@ def start_redis(workdir: str) -> tuple[str, subprocess.Popen[bytes]]:
     raise SystemExit("redis did not start")
 
 
-def environment(url: str) -> dict[str, str]:
+def start_faktory() -> tuple[str, subprocess.Popen[bytes] | None]:
+    """The Faktory of FAKTORY_URL, else this package's server in a subprocess; as a ``faktory://`` URL."""
+    remote = os.environ.get("FAKTORY_URL")
+    if remote:
+        return "faktory://" + remote.split("://", 1)[1], None
+    port = free_port()
+    command = [sys.executable, "-m", "celery_faktory.server", "--port", str(port), "--log-level", "warning"]
+    process = subprocess.Popen(command)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return f"faktory://127.0.0.1:{port}", process
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise SystemExit("the Faktory server did not start")
+
+
+def environment(url: str, broker: str) -> dict[str, str]:
     paths = [str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")]
-    return {**os.environ, "DEFLOW_BENCH_REDIS": url, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    return {
+        **os.environ,
+        "DEFLOW_BENCH_REDIS": url,
+        "DEFLOW_BENCH_BROKER": broker,
+        "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+    }
 
 
-def start_worker(url: str, pool: str, concurrency: int, log: Path) -> subprocess.Popen[bytes]:
+def start_worker(url: str, broker: str, pool: str, concurrency: int, log: Path) -> subprocess.Popen[bytes]:
     command = [
         sys.executable,
         "-m",
@@ -188,8 +218,9 @@ def start_worker(url: str, pool: str, concurrency: int, log: Path) -> subprocess
         "INFO",
     ]
     with log.open("wb") as out:
+        environ = environment(url, broker)
         worker = subprocess.Popen(
-            command, cwd=HERE, env=environment(url), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=HERE, env=environ, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     deadline = time.monotonic() + 60
     while "ready." not in log.read_text(errors="replace"):
@@ -234,21 +265,31 @@ def verify(url: str, workflow_id: str, n: int) -> float:
     return elapsed
 
 
-def run_row(url: str, kind: str, n: int, args: argparse.Namespace, workdir: str) -> dict[str, Any]:
+def run_row(
+    url: str, broker: tuple[str, str], kind: str, n: int, args: argparse.Namespace, workdir: str
+) -> dict[str, Any]:
     flush(url)
-    worker = start_worker(url, args.pool, args.concurrency, Path(workdir) / f"worker-{kind}-{n}.log")
+    name, broker_url = broker
+    log = Path(workdir) / f"worker-{name}-{kind}-{n}.log"
+    worker = start_worker(url, broker_url, args.pool, args.concurrency, log)
     try:
         # The initiator imports this file as a module, so that workers find Trivial by its import path.
         initiator = [sys.executable, "-c", f"import {MODULE}; {MODULE}.main()", "--initiate", kind, "--n", str(n)]
         out = subprocess.run(
-            initiator, cwd=HERE, env=environment(url), capture_output=True, text=True, timeout=args.timeout, check=False
+            initiator,
+            cwd=HERE,
+            env=environment(url, broker_url),
+            capture_output=True,
+            text=True,
+            timeout=args.timeout,
+            check=False,
         )
     finally:
         stop_worker(worker)
     if out.returncode != 0:
-        raise SystemExit(f"{kind} N={n} failed:\n{out.stderr[-3000:]}")
+        raise SystemExit(f"{kind} N={n} on {name} failed:\n{out.stderr[-3000:]}")
     row: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    row.update(kind=kind, n=n, rate=2 * n / row["total"])
+    row.update(kind=kind, broker=name, n=n, rate=2 * n / row["total"])
     if kind == "deflow":
         row["read"] = verify(url, row["id"], n)
     return row
@@ -259,6 +300,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, action="append", help="tasks per step (repeatable)")
     parser.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument(
+        "--broker", action="append", choices=["redis", "faktory"], help="broker of the rows (repeatable; redis)"
+    )
     parser.add_argument("--chord-max", type=int, default=10_000, help="largest N also run as plain chords")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--keep-logs", action="store_true", help="keep the worker logs (their folder is printed)")
@@ -271,34 +315,48 @@ def main() -> None:
         return
     workdir = tempfile.mkdtemp(prefix="deflow-bench-")
     url, redis_process = start_redis(workdir)
+    faktory_process = None
+    brokers = []
+    for name in dict.fromkeys(args.broker or ["redis"]):
+        if name == "faktory":
+            faktory_url, faktory_process = start_faktory()
+            brokers.append((name, faktory_url))
+        else:
+            brokers.append((name, url))
     rows = []
     try:
         for n in sizes:
-            for kind in ("deflow", "chord"):
-                if kind == "chord" and n > args.chord_max:
-                    continue
-                row = run_row(url, kind, n, args, workdir)
-                rows.append(row)
-                print(
-                    f"{kind:>6}  N={n:>7,}  tasks/s={row['rate']:>9,.0f}  enqueue={row['enqueue']:7.3f}s  "
-                    f"total={row['total']:7.3f}s  initiator RSS={row['rss']:6.1f} MiB"
-                    + (f"  results read={row['read']:.3f}s (checked)" if "read" in row else ""),
-                    flush=True,
-                )
+            for broker in brokers:
+                for kind in ("deflow", "chord"):
+                    if kind == "chord" and n > args.chord_max:
+                        continue
+                    row = run_row(url, broker, kind, n, args, workdir)
+                    rows.append(row)
+                    print(
+                        f"{kind:>6} on {broker[0]:<7}  N={n:>7,}  tasks/s={row['rate']:>9,.0f}  "
+                        f"enqueue={row['enqueue']:7.3f}s  total={row['total']:7.3f}s  "
+                        f"initiator RSS={row['rss']:6.1f} MiB"
+                        + (f"  results read={row['read']:.3f}s (checked)" if "read" in row else ""),
+                        flush=True,
+                    )
     finally:
         redis_process.terminate()
         redis_process.wait()
+        if faktory_process is not None:
+            faktory_process.terminate()
+            faktory_process.wait()
         if args.keep_logs:
             print(f"worker logs: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     worker = f"--pool {args.pool} -c {args.concurrency}"
     print(f"\n2 steps x N trivial tasks, one worker process ({worker}), {os.cpu_count()} CPUs")
-    print(f"{'N':>8}  {'':>6}  {'tasks/s':>9}  {'enqueue s':>9}  {'total s':>8}  {'initiator RSS MiB':>17}")
+    header = f"{'N':>8}  {'':>6}  {'broker':<7}  {'tasks/s':>9}  {'enqueue s':>9}  {'total s':>8}"
+    print(f"{header}  {'initiator RSS MiB':>17}")
     for row in rows:
         print(
-            f"{row['n']:>8,}  {row['kind']:>6}  {row['rate']:>9,.0f}  {row['enqueue']:>9.3f}  {row['total']:>8.3f}  "
-            f"{row['rss']:>17.1f}"
+            f"{row['n']:>8,}  {row['kind']:>6}  {row['broker']:<7}  {row['rate']:>9,.0f}  {row['enqueue']:>9.3f}  "
+            f"{row['total']:>8.3f}  {row['rss']:>17.1f}"
         )
 
 
