@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import threading
 import time
 import uuid
@@ -34,8 +35,8 @@ from kombu.transport import virtual
 from celery_faktory.client import Client, Connection
 from celery_faktory.client.connection import expect_text
 from celery_faktory.config import ClientConfig
-from celery_faktory.errors import FaktoryConnectionError, FaktoryTimeout, MalformedReply, ServerError
-from celery_faktory.protocol import commands, loads
+from celery_faktory.errors import ConnectionLost, FaktoryConnectionError, FaktoryTimeout, MalformedReply, ServerError
+from celery_faktory.protocol import NEED_DATA, Error, Reply, commands, loads
 from celery_faktory.transport import codec
 from celery_faktory.transport.options import OPTION_NAMES, TransportOptions
 
@@ -98,12 +99,65 @@ class PublishBatchRejected(BatchPublishError):
 _FetchResult = tuple[dict[str, Any] | None, dict[str, str]]
 
 
+#: Most bytes read from the FETCH socket per ``recv`` while the event loop reads without blocking.
+_RECV_SIZE = 64 * 1024
+
+
+class _FetchConnection(Connection):
+    """A FETCH connection that the event loop can poll: its file descriptor and a read that never waits."""
+
+    def fileno(self) -> int:
+        """The socket's file descriptor."""
+        return self._sock.fileno()
+
+    def read_nowait(self) -> Reply | None:
+        """The next reply if the bytes that already arrived complete it, else ``None`` (nothing waits).
+
+        After an error reply the connection counts as broken.
+
+        Raises:
+            ConnectionLost: The server closed the connection, or reading failed (the connection is broken).
+            MalformedReply: The server sent something that is not a reply (the connection is broken).
+        """
+        sock = self._sock
+        sock.setblocking(False)
+        try:
+            while True:
+                try:
+                    reply = self._parser.next_reply()
+                except MalformedReply:
+                    self.broken = True
+                    raise
+                if reply is not NEED_DATA:
+                    if isinstance(reply, Error):
+                        self.broken = True  # the server may close it; a new FETCH connection is cheap
+                    return reply
+                try:
+                    data = sock.recv(_RECV_SIZE)
+                except (BlockingIOError, ssl.SSLWantReadError):
+                    return None
+                except OSError as exc:
+                    self.broken = True
+                    raise ConnectionLost(f"reading from {self.config.safe_url} failed: {exc}") from exc
+                if not data:
+                    self.broken = True
+                    raise ConnectionLost(f"{self.config.safe_url} closed the connection")
+                self._parser.feed(data)
+        finally:
+            if not self.broken:
+                sock.settimeout(self.config.read_timeout)
+
+
 class _FetchLine:
-    """The channel's FETCH connection and the FETCH in flight on it, if any."""
+    """The channel's FETCH connection and the FETCH in flight on it, if any.
+
+    The reply of a pending FETCH is read either by waiting for it (:meth:`poll`, for ``drain_events``) or, under
+    an event loop, without ever blocking (:meth:`read_ready`, once the socket is readable).
+    """
 
     def __init__(self, config: ClientConfig) -> None:
         self._config = config
-        self._connection: Connection | None = None
+        self._connection: _FetchConnection | None = None
         self._plan: dict[str, str] | None = None
         self._sent_at = 0.0
 
@@ -112,11 +166,16 @@ class _FetchLine:
         """Whether a FETCH was sent and its reply not read yet."""
         return self._plan is not None
 
+    @property
+    def connection(self) -> _FetchConnection | None:
+        """The open FETCH connection, if any (a new one replaces a broken one at the next :meth:`send`)."""
+        return self._connection
+
     def send(self, plan: Sequence[tuple[str, str]]) -> None:
         """Send ``FETCH`` over the plan's Faktory queues, in order."""
         if self._connection is None or self._connection.broken:
             self._drop()
-            self._connection = Connection(self._config)
+            self._connection = _FetchConnection(self._config)
         try:
             self._connection.send(commands.fetch(*(queue for queue, _ in plan)))
         except BaseException:
@@ -144,15 +203,50 @@ class _FetchLine:
             while not connection.wait_readable(deadline - time.monotonic()):
                 now = time.monotonic()
                 if now >= limit:
-                    raise FaktoryTimeout(
-                        f"{self._config.safe_url} did not answer FETCH within {self._config.read_timeout} s"
-                    )
+                    self._raise_overdue()
                 if now >= deadline:
                     return None
             reply = connection.read_reply()
         except BaseException:
             self._drop()
             raise
+        return self._result(reply, plan)
+
+    def read_ready(self) -> _FetchResult | None:
+        """The pending FETCH's result if its whole reply has arrived, else ``None``; never waits.
+
+        Raises:
+            FaktoryConnectionError: The connection broke (it is dropped; the next FETCH opens a new one).
+            ServerError: The server answered FETCH with an error.
+        """
+        connection, plan = self._connection, self._plan
+        if connection is None or plan is None:
+            raise RuntimeError("no FETCH is pending")
+        try:
+            reply = connection.read_nowait()
+        except BaseException:
+            self._drop()
+            raise
+        if reply is None:
+            return None
+        return self._result(reply, plan)
+
+    def check_overdue(self) -> None:
+        """Drop the connection when a pending FETCH has waited longer than the read timeout.
+
+        An event loop only learns of a half-open connection this way: its socket never becomes readable.
+
+        Raises:
+            FaktoryTimeout: The pending FETCH is overdue (the connection is dropped).
+        """
+        if self._plan is not None and time.monotonic() - self._sent_at > self._config.read_timeout:
+            self._drop()
+            self._raise_overdue()
+
+    def _raise_overdue(self) -> None:
+        raise FaktoryTimeout(f"{self._config.safe_url} did not answer FETCH within {self._config.read_timeout} s")
+
+    def _result(self, reply: Reply, plan: dict[str, str]) -> _FetchResult:
         self._plan = None
         text = expect_text(reply)
         if not text:
@@ -165,6 +259,11 @@ class _FetchLine:
         if not isinstance(job, dict) or not isinstance(job.get("jid"), str):
             raise MalformedReply(f"FETCH answered with something that is not a job: {text[:200]!r}")
         return job, plan
+
+    def discard_idle(self) -> None:
+        """Close the connection when no FETCH is pending (it became readable: the server closed it)."""
+        if self._plan is None:
+            self._drop()
 
     def _drop(self) -> None:
         connection, self._connection, self._plan = self._connection, None, None
@@ -456,17 +555,72 @@ class Channel(_VirtualChannel):  # type: ignore[misc]
             job, fetched_plan = result
             if job is None:
                 raise Empty()
-            accepted = self._accept(job, fetched_plan)
-            if accepted is not None:
-                payload, queue = accepted
-                if queue in self.connection._callbacks:
-                    self.connection._deliver(payload, queue)
-                    return
-                # Its consumer went away while the FETCH was in flight.
-                self._inflight.pop(str(job["jid"]), None)
-                self._requeue(job)
+            if self._deliver_fetched(job, fetched_plan):
+                return
             if deadline is not None and time.monotonic() >= deadline:
                 raise Empty()
+
+    def _deliver_fetched(self, job: dict[str, Any], plan: Mapping[str, str]) -> bool:
+        """Hand a job a FETCH of the consumers brought to its queue's callback; whether one was delivered."""
+        accepted = self._accept(job, plan)
+        if accepted is None:
+            return False
+        payload, queue = accepted
+        if queue in self.connection._callbacks:
+            self.connection._deliver(payload, queue)
+            return True
+        # Its consumer went away while the FETCH was in flight.
+        self._inflight.pop(str(job["jid"]), None)
+        self._requeue(job)
+        return False
+
+    # -- the event loop (Celery's asynloop): see Transport.register_with_event_loop ------------------------
+
+    def poll_start(self) -> _FetchConnection | None:
+        """Send a FETCH when none is pending, a consumer wants messages and QoS allows one more.
+
+        Called by the event loop before each poll. Returns the FETCH connection whose socket the loop must
+        watch (``None`` when there is none); its readiness is handled by :meth:`on_readable`.
+
+        Raises:
+            FaktoryConnectionError: The FETCH could not be sent, or a pending one is overdue.
+        """
+        if self.closed or self._forked() or not self._fetch_lock.acquire(blocking=False):
+            return self._fetch_line.connection
+        try:
+            line = self._fetch_line
+            if line.pending:
+                line.check_overdue()
+            elif self._active_queues and self.qos.can_consume():
+                plan = codec.fetch_plan(self._active_queues, self.options, self._rotation)
+                self._rotation += 1
+                if plan:
+                    line.send(plan)
+            return line.connection
+        finally:
+            self._fetch_lock.release()
+
+    def on_readable(self) -> None:
+        """Read what arrived on the FETCH socket without blocking; deliver the job once its reply is whole.
+
+        An empty reply (``$-1``) only lets the next :meth:`poll_start` send another FETCH. A readable socket
+        with no FETCH pending was closed by the server and is dropped.
+
+        Raises:
+            FaktoryConnectionError: The FETCH connection broke.
+        """
+        if self.closed or not self._fetch_lock.acquire(blocking=False):
+            return
+        try:
+            line = self._fetch_line
+            if not line.pending:
+                line.discard_idle()
+                return
+            result = line.read_ready()
+        finally:
+            self._fetch_lock.release()
+        if result is not None and result[0] is not None:
+            self._deliver_fetched(result[0], result[1])
 
     def _purge(self, queue: str) -> int:
         """Remove every waiting message of ``queue`` (all priorities); scheduled and retrying jobs stay."""
