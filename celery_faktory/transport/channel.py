@@ -3,7 +3,9 @@
 A :class:`Channel` talks to Faktory over two kinds of connections:
 
 * one **FETCH connection**, owned by the thread that drains events. A FETCH blocks on the server for up to
-  2 s, so a drain with a shorter timeout leaves it *pending* and reads its reply on the next drain. A pending
+  2 s, so a drain with a shorter timeout leaves it *pending* and reads its reply on the next drain. Under an
+  event loop (:meth:`Channel.poll_start` before each poll, :meth:`Channel.on_readable` when the socket is
+  ready) the FETCH is sent on the loop's tick and its reply read without blocking, in pieces if need be. A pending
   FETCH is never abandoned: :meth:`Channel.close`, :meth:`Channel.basic_cancel` of the last consumer and
   :meth:`Channel.basic_get` read its reply first and give back any job it carries (the server reserved it
   before answering).
