@@ -26,6 +26,7 @@ import ssl
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from queue import Empty
@@ -35,10 +36,10 @@ from kombu.exceptions import BatchPublishError
 from kombu.transport import virtual
 
 from celery_faktory.client import Client, Connection
-from celery_faktory.client.connection import expect_text
+from celery_faktory.client.connection import expect_ok, expect_text
 from celery_faktory.config import ClientConfig
 from celery_faktory.errors import ConnectionLost, FaktoryConnectionError, FaktoryTimeout, MalformedReply, ServerError
-from celery_faktory.protocol import NEED_DATA, Error, Reply, commands, loads
+from celery_faktory.protocol import NEED_DATA, Reply, commands, loads
 from celery_faktory.transport import codec
 from celery_faktory.transport.options import OPTION_NAMES, TransportOptions
 
@@ -101,6 +102,8 @@ class PublishBatchRejected(BatchPublishError):
 _FetchResult = tuple[dict[str, Any] | None, dict[str, str]]
 
 
+#: Most ACKs on the FETCH line whose replies are unread (a consumer that acks without fetching again).
+_MOST_UNREAD_ACKS = 1000
 #: Most bytes read from the FETCH socket per ``recv`` while the event loop reads without blocking.
 _RECV_SIZE = 64 * 1024
 
@@ -114,8 +117,6 @@ class _FetchConnection(Connection):
 
     def read_nowait(self) -> Reply | None:
         """The next reply if the bytes that already arrived complete it, else ``None`` (nothing waits).
-
-        After an error reply the connection counts as broken.
 
         Raises:
             ConnectionLost: The server closed the connection, or reading failed (the connection is broken).
@@ -131,8 +132,6 @@ class _FetchConnection(Connection):
                     self.broken = True
                     raise
                 if reply is not NEED_DATA:
-                    if isinstance(reply, Error):
-                        self.broken = True  # the server may close it; a new FETCH connection is cheap
                     return reply
                 try:
                     data = sock.recv(_RECV_SIZE)
@@ -154,7 +153,9 @@ class _FetchLine:
     """The channel's FETCH connection and the FETCH in flight on it, if any.
 
     The reply of a pending FETCH is read either by waiting for it (:meth:`poll`, for ``drain_events``) or, under
-    an event loop, without ever blocking (:meth:`read_ready`, once the socket is readable).
+    an event loop, without ever blocking (:meth:`read_ready`, once the socket is readable). Between FETCHes the
+    line also carries the ACKs of the thread that consumes (:meth:`send_ack`): their replies are read, without
+    being waited for, before the next FETCH's.
     """
 
     def __init__(self, config: ClientConfig) -> None:
@@ -162,11 +163,76 @@ class _FetchLine:
         self._connection: _FetchConnection | None = None
         self._plan: dict[str, str] | None = None
         self._sent_at = 0.0
+        #: The jids of the ACKs sent on this connection whose replies are not read yet, oldest first.
+        self._unread_acks: deque[str] = deque()
 
     @property
     def pending(self) -> bool:
         """Whether a FETCH was sent and its reply not read yet."""
         return self._plan is not None
+
+    @property
+    def unread_acks(self) -> bool:
+        """Whether replies of ACKs sent on the line are still to be read."""
+        return bool(self._unread_acks)
+
+    def can_ack(self) -> bool:
+        """Whether an ACK may go on the line now.
+
+        It must be open, with no FETCH waiting (replies come in order) and not too many ACK replies unread.
+        """
+        return (
+            self._plan is None
+            and self._connection is not None
+            and not self._connection.broken
+            and len(self._unread_acks) < _MOST_UNREAD_ACKS
+        )
+
+    def send_ack(self, jid: str) -> None:
+        """Send ``ACK`` for ``jid`` without waiting for its reply (see :meth:`can_ack`).
+
+        Raises:
+            FaktoryConnectionError: It could not be sent (the connection is dropped).
+        """
+        connection = self._connection
+        if connection is None or self._plan is not None:
+            raise RuntimeError("an ACK goes on the FETCH line only while it is open and no FETCH waits")
+        try:
+            connection.send(commands.ack(jid))
+        except BaseException:
+            self._drop()
+            raise
+        self._unread_acks.append(jid)
+
+    def _ack_reply(self, reply: Reply) -> bool:
+        """Take ``reply`` as the oldest unread ACK's, if there is one; whether it was."""
+        if not self._unread_acks:
+            return False
+        jid = self._unread_acks.popleft()
+        try:
+            expect_ok(reply)
+        except (ServerError, MalformedReply) as exc:
+            log.warning("ACK of Faktory job %s was refused (%s); the server redelivers it later", jid, exc)
+        return True
+
+    def read_acks(self) -> None:
+        """Read the replies of sent ACKs that have arrived; never waits.
+
+        Raises:
+            FaktoryConnectionError: The connection broke (it is dropped).
+        """
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            while self._unread_acks:
+                reply = connection.read_nowait()
+                if reply is None:
+                    return
+                self._ack_reply(reply)
+        except BaseException:
+            self._drop()
+            raise
 
     @property
     def connection(self) -> _FetchConnection | None:
@@ -202,13 +268,16 @@ class _FetchLine:
         limit = self._sent_at + self._config.read_timeout
         deadline = limit if timeout is None else min(limit, time.monotonic() + timeout)
         try:
-            while not connection.wait_readable(deadline - time.monotonic()):
-                now = time.monotonic()
-                if now >= limit:
-                    self._raise_overdue()
-                if now >= deadline:
-                    return None
-            reply = connection.read_reply()
+            while True:
+                while not connection.wait_readable(deadline - time.monotonic()):
+                    now = time.monotonic()
+                    if now >= limit:
+                        self._raise_overdue()
+                    if now >= deadline:
+                        return None
+                reply = connection.read_reply()
+                if not self._ack_reply(reply):
+                    break
         except BaseException:
             self._drop()
             raise
@@ -225,12 +294,15 @@ class _FetchLine:
         if connection is None or plan is None:
             raise RuntimeError("no FETCH is pending")
         try:
-            reply = connection.read_nowait()
+            while True:
+                reply = connection.read_nowait()
+                if reply is None:
+                    return None
+                if not self._ack_reply(reply):
+                    break
         except BaseException:
             self._drop()
             raise
-        if reply is None:
-            return None
         return self._result(reply, plan)
 
     def check_overdue(self) -> None:
@@ -263,19 +335,24 @@ class _FetchLine:
         return job, plan
 
     def discard_idle(self) -> None:
-        """Close the connection when no FETCH is pending (it became readable: the server closed it)."""
-        if self._plan is None:
+        """Close the connection when no reply is awaited (it became readable: the server closed it)."""
+        if self._plan is None and not self._unread_acks:
             self._drop()
 
     def _drop(self) -> None:
         connection, self._connection, self._plan = self._connection, None, None
+        self._unread_acks.clear()
         if connection is not None:
             connection.broken = True
             connection.close()
 
     def close(self) -> None:
-        """Close the connection (say END when it is healthy); a pending FETCH must be settled before."""
+        """Close the connection (say END when it is healthy); a pending FETCH must be settled before.
+
+        ACKs already sent are processed by the server before it sees END.
+        """
         connection, self._connection, self._plan = self._connection, None, None
+        self._unread_acks.clear()
         if connection is not None:
             connection.close()
 
@@ -616,7 +693,10 @@ class Channel(_VirtualChannel):  # type: ignore[misc]
         try:
             line = self._fetch_line
             if not line.pending:
-                line.discard_idle()
+                if line.unread_acks:
+                    line.read_acks()
+                else:
+                    line.discard_idle()
                 return
             result = line.read_ready()
         finally:
@@ -692,12 +772,31 @@ class Channel(_VirtualChannel):  # type: ignore[misc]
         return message
 
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
-        """ACK the job; it is forgotten locally even when the ACK fails (Faktory then redelivers it later)."""
+        """ACK the job; it is forgotten locally even when the ACK fails (Faktory then redelivers it later).
+
+        Between two FETCHes the ACK goes on the FETCH connection without waiting for its reply (which is read
+        before the next FETCH's); otherwise (a FETCH waits, another thread drains) on a command connection.
+        """
         self._inflight.pop(delivery_tag, None)
         try:
-            self.client.ack(delivery_tag)
+            if not self._ack_on_fetch_line(delivery_tag):
+                self.client.ack(delivery_tag)
         finally:
             super().basic_ack(delivery_tag, multiple=multiple)
+
+    def _ack_on_fetch_line(self, jid: str) -> bool:
+        if self._forked() or not self._fetch_lock.acquire(blocking=False):
+            return False
+        try:
+            if not self._fetch_line.can_ack():
+                return False
+            try:
+                self._fetch_line.send_ack(jid)
+            except FaktoryConnectionError:
+                return False  # the line is dropped; the command connection takes the ACK
+            return True
+        finally:
+            self._fetch_lock.release()
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
         """Reject a message.

@@ -235,3 +235,34 @@ def test_plain_drain_events_still_works_beside_the_event_loop(url: str, prefix: 
         with Consumer(conn, [queue], callbacks=[lambda body, message: (received.append(body), message.ack())]):
             conn.drain_events(timeout=5)
     assert received == [{"plain": True}]
+
+
+@pytest.mark.faktory_server_only
+def test_acks_ride_on_the_fetch_line_and_a_refusal_is_logged(
+    faktory_server: FaktoryServer,
+    make_connection: MakeConnection,
+    loop_for: Callable[[kombu.Connection], Loop],
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    queue = Queue("acked", routing_key="acked")
+    received: list[Any] = []
+
+    def on_message(body: Any, message: Any) -> None:
+        received.append(body)
+        message.ack()
+
+    with make_connection() as producer_conn:
+        publish(producer_conn, queue, *({"n": n} for n in range(3)))
+    faktory_server.inject_fault("ACK", Fault(garbage=b"-ERR refused for the test\r\n"))
+    with make_connection() as conn:
+        conn.connect()
+        loop = loop_for(conn)
+        with Consumer(conn, [queue], callbacks=[on_message], prefetch_count=1):
+            loop.run_until(lambda: len(received) == 3, timeout=10)
+            loop.run_until(lambda: not conn.default_channel._fetch_line.unread_acks, timeout=5)
+        working = [job for job in faktory_server.jobs("working") if str(job.get("queue")).startswith(prefix)]
+    assert sorted(body["n"] for body in received) == [0, 1, 2]
+    assert "refused for the test" in caplog.text
+    # The consumer went on after the refusal (the fault replaced only the reply: the server took every ACK).
+    assert working == []
