@@ -10,7 +10,8 @@ A :class:`Channel` talks to Faktory over two kinds of connections:
   :meth:`Channel.basic_get` read its reply first and give back any job it carries (the server reserved it
   before answering).
 * the transport's pooled, thread-safe **command** :class:`~celery_faktory.client.Client` for PUSH, PUSHB,
-  ACK, FAIL, INFO, QUEUE and MUTATE, so acknowledgements from other threads never wait for a FETCH.
+  ACK, FAIL, INFO, QUEUE and MUTATE, so acknowledgements from other threads never wait for a FETCH. (An ACK of
+  the consuming thread between two FETCHes goes on the FETCH connection instead, without waiting for its reply.)
 
 A requeue (``reject(requeue=True)``, a restore at channel close) PUSHes a copy of the fetched job under a fresh
 jid, marked as redelivered, and then ACKs the original, so the message is available again at once and the
