@@ -69,7 +69,8 @@ Option                   Default            Meaning
                                             ``args``; ``"none"``: envelopes with empty ``args``.
 ``accept_foreign_jobs``  ``True``           Run jobs pushed by other Faktory clients as Celery tasks named by
                                             their jobtype (task id = jid); off, they are FAILed.
-``polling_interval``     ``0.1``            Pause between polls that came back at once.
+``polling_interval``     ``0.1``            ``drain_events`` only: pause between polls that came back at
+                                            once (the event loop never pauses: FETCH blocks).
 ``connect_timeout``      kombu's            Seconds to connect and finish the handshake (kombu's
                                             ``connect_timeout``, Celery's ``broker_connection_timeout``).
 ``read_timeout``         ``10``             Seconds to wait for any reply (above the 2 s FETCH block).
@@ -77,6 +78,19 @@ Option                   Default            Meaning
 ``tls``                  ``None``           TLS settings (see above); ``None`` uses kombu's ``ssl``.
 ``clock``                system clock       A :class:`~celery_faktory.clock.Clock` (tests use a ManualClock).
 =======================  =================  ===============================================================
+
+Draining: the event loop and ``drain_events``
+=============================================
+
+The transport supports kombu's event loop, so Celery's worker runs its ``asynloop``: before each poll of the hub
+a channel with a consumer sends a FETCH (never two at once on its socket) when its QoS allows one more message,
+and its FETCH socket is watched; once readable, the reply is read without blocking and its job delivered. An
+empty FETCH blocks on the server for 2 s, which is the loop's pause. A warm shutdown therefore takes effect when
+the pending FETCH returns. Errors of the FETCH connection propagate out of the loop, so Celery reconnects; a
+FETCH left unanswered beyond ``read_timeout`` counts as a broken connection. Plain kombu consumers
+(``Connection.drain_events``) use the blocking path, which leaves a FETCH pending when the drain's timeout runs
+out and reads it on the next drain. Either way a channel, or its last consumer, that closes with a FETCH in
+flight reads its reply first and gives back any job it carries.
 
 What to know
 ============

@@ -3,12 +3,15 @@
 A :class:`Channel` talks to Faktory over two kinds of connections:
 
 * one **FETCH connection**, owned by the thread that drains events. A FETCH blocks on the server for up to
-  2 s, so a drain with a shorter timeout leaves it *pending* and reads its reply on the next drain. A pending
+  2 s, so a drain with a shorter timeout leaves it *pending* and reads its reply on the next drain. Under an
+  event loop (:meth:`Channel.poll_start` before each poll, :meth:`Channel.on_readable` when the socket is
+  ready) the FETCH is sent on the loop's tick and its reply read without blocking, in pieces if need be. A pending
   FETCH is never abandoned: :meth:`Channel.close`, :meth:`Channel.basic_cancel` of the last consumer and
   :meth:`Channel.basic_get` read its reply first and give back any job it carries (the server reserved it
   before answering).
 * the transport's pooled, thread-safe **command** :class:`~celery_faktory.client.Client` for PUSH, PUSHB,
-  ACK, FAIL, INFO, QUEUE and MUTATE, so acknowledgements from other threads never wait for a FETCH.
+  ACK, FAIL, INFO, QUEUE and MUTATE, so acknowledgements from other threads never wait for a FETCH. (An ACK of
+  the consuming thread between two FETCHes goes on the FETCH connection instead, without waiting for its reply.)
 
 A requeue (``reject(requeue=True)``, a restore at channel close) PUSHes a copy of the fetched job under a fresh
 jid, marked as redelivered, and then ACKs the original, so the message is available again at once and the
@@ -20,9 +23,11 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from queue import Empty
@@ -32,10 +37,10 @@ from kombu.exceptions import BatchPublishError
 from kombu.transport import virtual
 
 from celery_faktory.client import Client, Connection
-from celery_faktory.client.connection import expect_text
+from celery_faktory.client.connection import expect_ok, expect_text
 from celery_faktory.config import ClientConfig
-from celery_faktory.errors import FaktoryConnectionError, FaktoryTimeout, MalformedReply, ServerError
-from celery_faktory.protocol import commands, loads
+from celery_faktory.errors import ConnectionLost, FaktoryConnectionError, FaktoryTimeout, MalformedReply, ServerError
+from celery_faktory.protocol import NEED_DATA, Reply, commands, loads
 from celery_faktory.transport import codec
 from celery_faktory.transport.options import OPTION_NAMES, TransportOptions
 
@@ -98,25 +103,148 @@ class PublishBatchRejected(BatchPublishError):
 _FetchResult = tuple[dict[str, Any] | None, dict[str, str]]
 
 
+#: Most ACKs on the FETCH line whose replies are unread (a consumer that acks without fetching again).
+_MOST_UNREAD_ACKS = 1000
+#: Most bytes read from the FETCH socket per ``recv`` while the event loop reads without blocking.
+_RECV_SIZE = 64 * 1024
+
+
+class _FetchConnection(Connection):
+    """A FETCH connection that the event loop can poll: its file descriptor and a read that never waits."""
+
+    def fileno(self) -> int:
+        """The socket's file descriptor."""
+        return self._sock.fileno()
+
+    def read_nowait(self) -> Reply | None:
+        """The next reply if the bytes that already arrived complete it, else ``None`` (nothing waits).
+
+        Raises:
+            ConnectionLost: The server closed the connection, or reading failed (the connection is broken).
+            MalformedReply: The server sent something that is not a reply (the connection is broken).
+        """
+        sock = self._sock
+        sock.setblocking(False)
+        try:
+            while True:
+                try:
+                    reply = self._parser.next_reply()
+                except MalformedReply:
+                    self.broken = True
+                    raise
+                if reply is not NEED_DATA:
+                    return reply
+                try:
+                    data = sock.recv(_RECV_SIZE)
+                except (BlockingIOError, ssl.SSLWantReadError):
+                    return None
+                except OSError as exc:
+                    self.broken = True
+                    raise ConnectionLost(f"reading from {self.config.safe_url} failed: {exc}") from exc
+                if not data:
+                    self.broken = True
+                    raise ConnectionLost(f"{self.config.safe_url} closed the connection")
+                self._parser.feed(data)
+        finally:
+            if not self.broken:
+                sock.settimeout(self.config.read_timeout)
+
+
 class _FetchLine:
-    """The channel's FETCH connection and the FETCH in flight on it, if any."""
+    """The channel's FETCH connection and the FETCH in flight on it, if any.
+
+    The reply of a pending FETCH is read either by waiting for it (:meth:`poll`, for ``drain_events``) or, under
+    an event loop, without ever blocking (:meth:`read_ready`, once the socket is readable). Between FETCHes the
+    line also carries the ACKs of the thread that consumes (:meth:`send_ack`): their replies are read, without
+    being waited for, before the next FETCH's.
+    """
 
     def __init__(self, config: ClientConfig) -> None:
         self._config = config
-        self._connection: Connection | None = None
+        self._connection: _FetchConnection | None = None
         self._plan: dict[str, str] | None = None
         self._sent_at = 0.0
+        #: The jids of the ACKs sent on this connection whose replies are not read yet, oldest first.
+        self._unread_acks: deque[str] = deque()
 
     @property
     def pending(self) -> bool:
         """Whether a FETCH was sent and its reply not read yet."""
         return self._plan is not None
 
+    @property
+    def unread_acks(self) -> bool:
+        """Whether replies of ACKs sent on the line are still to be read."""
+        return bool(self._unread_acks)
+
+    def can_ack(self) -> bool:
+        """Whether an ACK may go on the line now.
+
+        It must be open, with no FETCH waiting (replies come in order) and not too many ACK replies unread.
+        """
+        return (
+            self._plan is None
+            and self._connection is not None
+            and not self._connection.broken
+            and len(self._unread_acks) < _MOST_UNREAD_ACKS
+        )
+
+    def send_ack(self, jid: str) -> None:
+        """Send ``ACK`` for ``jid`` without waiting for its reply (see :meth:`can_ack`).
+
+        Raises:
+            FaktoryConnectionError: It could not be sent (the connection is dropped).
+        """
+        connection = self._connection
+        if connection is None or self._plan is not None:
+            raise RuntimeError("an ACK goes on the FETCH line only while it is open and no FETCH waits")
+        try:
+            connection.send(commands.ack(jid))
+        except BaseException:
+            self._drop()
+            raise
+        self._unread_acks.append(jid)
+
+    def _ack_reply(self, reply: Reply) -> bool:
+        """Take ``reply`` as the oldest unread ACK's, if there is one; whether it was."""
+        if not self._unread_acks:
+            return False
+        jid = self._unread_acks.popleft()
+        try:
+            expect_ok(reply)
+        except (ServerError, MalformedReply) as exc:
+            log.warning("ACK of Faktory job %s was refused (%s); the server redelivers it later", jid, exc)
+        return True
+
+    def read_acks(self) -> None:
+        """Read the replies of sent ACKs that have arrived; never waits.
+
+        Raises:
+            FaktoryConnectionError: The connection broke (it is dropped).
+        """
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            while self._unread_acks:
+                reply = connection.read_nowait()
+                if reply is None:
+                    return
+                self._ack_reply(reply)
+        except BaseException:
+            self._drop()
+            raise
+
+    @property
+    def connection(self) -> _FetchConnection | None:
+        """The open FETCH connection, if any (a new one replaces a broken one at the next :meth:`send`)."""
+        return self._connection
+
     def send(self, plan: Sequence[tuple[str, str]]) -> None:
         """Send ``FETCH`` over the plan's Faktory queues, in order."""
         if self._connection is None or self._connection.broken:
             self._drop()
-            self._connection = Connection(self._config)
+            self._connection = _FetchConnection(self._config)
         try:
             self._connection.send(commands.fetch(*(queue for queue, _ in plan)))
         except BaseException:
@@ -141,18 +269,59 @@ class _FetchLine:
         limit = self._sent_at + self._config.read_timeout
         deadline = limit if timeout is None else min(limit, time.monotonic() + timeout)
         try:
-            while not connection.wait_readable(deadline - time.monotonic()):
-                now = time.monotonic()
-                if now >= limit:
-                    raise FaktoryTimeout(
-                        f"{self._config.safe_url} did not answer FETCH within {self._config.read_timeout} s"
-                    )
-                if now >= deadline:
-                    return None
-            reply = connection.read_reply()
+            while True:
+                while not connection.wait_readable(deadline - time.monotonic()):
+                    now = time.monotonic()
+                    if now >= limit:
+                        self._raise_overdue()
+                    if now >= deadline:
+                        return None
+                reply = connection.read_reply()
+                if not self._ack_reply(reply):
+                    break
         except BaseException:
             self._drop()
             raise
+        return self._result(reply, plan)
+
+    def read_ready(self) -> _FetchResult | None:
+        """The pending FETCH's result if its whole reply has arrived, else ``None``; never waits.
+
+        Raises:
+            FaktoryConnectionError: The connection broke (it is dropped; the next FETCH opens a new one).
+            ServerError: The server answered FETCH with an error.
+        """
+        connection, plan = self._connection, self._plan
+        if connection is None or plan is None:
+            raise RuntimeError("no FETCH is pending")
+        try:
+            while True:
+                reply = connection.read_nowait()
+                if reply is None:
+                    return None
+                if not self._ack_reply(reply):
+                    break
+        except BaseException:
+            self._drop()
+            raise
+        return self._result(reply, plan)
+
+    def check_overdue(self) -> None:
+        """Drop the connection when a pending FETCH has waited longer than the read timeout.
+
+        An event loop only learns of a half-open connection this way: its socket never becomes readable.
+
+        Raises:
+            FaktoryTimeout: The pending FETCH is overdue (the connection is dropped).
+        """
+        if self._plan is not None and time.monotonic() - self._sent_at > self._config.read_timeout:
+            self._drop()
+            self._raise_overdue()
+
+    def _raise_overdue(self) -> None:
+        raise FaktoryTimeout(f"{self._config.safe_url} did not answer FETCH within {self._config.read_timeout} s")
+
+    def _result(self, reply: Reply, plan: dict[str, str]) -> _FetchResult:
         self._plan = None
         text = expect_text(reply)
         if not text:
@@ -166,15 +335,25 @@ class _FetchLine:
             raise MalformedReply(f"FETCH answered with something that is not a job: {text[:200]!r}")
         return job, plan
 
+    def discard_idle(self) -> None:
+        """Close the connection when no reply is awaited (it became readable: the server closed it)."""
+        if self._plan is None and not self._unread_acks:
+            self._drop()
+
     def _drop(self) -> None:
         connection, self._connection, self._plan = self._connection, None, None
+        self._unread_acks.clear()
         if connection is not None:
             connection.broken = True
             connection.close()
 
     def close(self) -> None:
-        """Close the connection (say END when it is healthy); a pending FETCH must be settled before."""
+        """Close the connection (say END when it is healthy); a pending FETCH must be settled before.
+
+        ACKs already sent are processed by the server before it sees END.
+        """
         connection, self._connection, self._plan = self._connection, None, None
+        self._unread_acks.clear()
         if connection is not None:
             connection.close()
 
@@ -456,17 +635,75 @@ class Channel(_VirtualChannel):  # type: ignore[misc]
             job, fetched_plan = result
             if job is None:
                 raise Empty()
-            accepted = self._accept(job, fetched_plan)
-            if accepted is not None:
-                payload, queue = accepted
-                if queue in self.connection._callbacks:
-                    self.connection._deliver(payload, queue)
-                    return
-                # Its consumer went away while the FETCH was in flight.
-                self._inflight.pop(str(job["jid"]), None)
-                self._requeue(job)
+            if self._deliver_fetched(job, fetched_plan):
+                return
             if deadline is not None and time.monotonic() >= deadline:
                 raise Empty()
+
+    def _deliver_fetched(self, job: dict[str, Any], plan: Mapping[str, str]) -> bool:
+        """Hand a job a FETCH of the consumers brought to its queue's callback; whether one was delivered."""
+        accepted = self._accept(job, plan)
+        if accepted is None:
+            return False
+        payload, queue = accepted
+        if queue in self.connection._callbacks:
+            self.connection._deliver(payload, queue)
+            return True
+        # Its consumer went away while the FETCH was in flight.
+        self._inflight.pop(str(job["jid"]), None)
+        self._requeue(job)
+        return False
+
+    # -- the event loop (Celery's asynloop): see Transport.register_with_event_loop ------------------------
+
+    def poll_start(self) -> _FetchConnection | None:
+        """Send a FETCH when none is pending, a consumer wants messages and QoS allows one more.
+
+        Called by the event loop before each poll. Returns the FETCH connection whose socket the loop must
+        watch (``None`` when there is none); its readiness is handled by :meth:`on_readable`.
+
+        Raises:
+            FaktoryConnectionError: The FETCH could not be sent, or a pending one is overdue.
+        """
+        if self.closed or self._forked() or not self._fetch_lock.acquire(blocking=False):
+            return self._fetch_line.connection
+        try:
+            line = self._fetch_line
+            if line.pending:
+                line.check_overdue()
+            elif self._active_queues and self.qos.can_consume():
+                plan = codec.fetch_plan(self._active_queues, self.options, self._rotation)
+                self._rotation += 1
+                if plan:
+                    line.send(plan)
+            return line.connection
+        finally:
+            self._fetch_lock.release()
+
+    def on_readable(self) -> None:
+        """Read what arrived on the FETCH socket without blocking; deliver the job once its reply is whole.
+
+        An empty reply (``$-1``) only lets the next :meth:`poll_start` send another FETCH. A readable socket
+        with no FETCH pending was closed by the server and is dropped.
+
+        Raises:
+            FaktoryConnectionError: The FETCH connection broke.
+        """
+        if self.closed or not self._fetch_lock.acquire(blocking=False):
+            return
+        try:
+            line = self._fetch_line
+            if not line.pending:
+                if line.unread_acks:
+                    line.read_acks()
+                else:
+                    line.discard_idle()
+                return
+            result = line.read_ready()
+        finally:
+            self._fetch_lock.release()
+        if result is not None and result[0] is not None:
+            self._deliver_fetched(result[0], result[1])
 
     def _purge(self, queue: str) -> int:
         """Remove every waiting message of ``queue`` (all priorities); scheduled and retrying jobs stay."""
@@ -536,12 +773,31 @@ class Channel(_VirtualChannel):  # type: ignore[misc]
         return message
 
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
-        """ACK the job; it is forgotten locally even when the ACK fails (Faktory then redelivers it later)."""
+        """ACK the job; it is forgotten locally even when the ACK fails (Faktory then redelivers it later).
+
+        Between two FETCHes the ACK goes on the FETCH connection without waiting for its reply (which is read
+        before the next FETCH's); otherwise (a FETCH waits, another thread drains) on a command connection.
+        """
         self._inflight.pop(delivery_tag, None)
         try:
-            self.client.ack(delivery_tag)
+            if not self._ack_on_fetch_line(delivery_tag):
+                self.client.ack(delivery_tag)
         finally:
             super().basic_ack(delivery_tag, multiple=multiple)
+
+    def _ack_on_fetch_line(self, jid: str) -> bool:
+        if self._forked() or not self._fetch_lock.acquire(blocking=False):
+            return False
+        try:
+            if not self._fetch_line.can_ack():
+                return False
+            try:
+                self._fetch_line.send_ack(jid)
+            except FaktoryConnectionError:
+                return False  # the line is dropped; the command connection takes the ACK
+            return True
+        finally:
+            self._fetch_lock.release()
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
         """Reject a message.

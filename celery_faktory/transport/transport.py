@@ -1,4 +1,4 @@
-"""The kombu :class:`Transport` for ``faktory://``: identity, errors, connecting, draining, ``as_uri``.
+"""The kombu :class:`Transport` for ``faktory://``: identity, errors, connecting, draining, the event loop.
 
 The transport parses its options once (:class:`~celery_faktory.transport.options.TransportOptions`), builds the
 :class:`~celery_faktory.config.ClientConfig` from kombu's connection parameters (host, port, password, ``ssl``,
@@ -16,10 +16,8 @@ from collections.abc import Mapping
 from importlib import metadata
 from queue import Empty
 from typing import Any
-from urllib.parse import quote
 
 from kombu.transport import virtual
-from kombu.utils.url import parse_url
 
 from celery_faktory.client import Client
 from celery_faktory.config import DEFAULT_PORT, ClientConfig
@@ -106,6 +104,9 @@ def client_config(conninfo: Any, options: TransportOptions) -> ClientConfig:
     )
 
 
+#: The channel class, under a name that the ``Transport.Channel`` attribute does not shadow in annotations.
+_FaktoryChannel = Channel
+
 #: kombu's virtual transport has no annotations; typed as ``Any`` so that strict mypy checks our side only.
 _VirtualTransport: Any = virtual.Transport
 
@@ -122,9 +123,10 @@ class Transport(_VirtualTransport):  # type: ignore[misc]
     default_port = DEFAULT_PORT
     driver_type = "faktory"
     driver_name = "faktory"
-    #: Synchronous (Celery runs its ``synloop``), no fanout (so Celery turns remote control off), PUSHB batches.
+    #: Event-loop capable (Celery runs its ``asynloop``), no fanout (so Celery turns remote control off), PUSHB
+    #: batches.
     implements = _VirtualTransport.implements.extend(
-        asynchronous=False,
+        asynchronous=True,
         exchange_type=frozenset({"direct", "topic"}),
         heartbeats=False,
         batch_publish=True,
@@ -146,6 +148,10 @@ class Transport(_VirtualTransport):  # type: ignore[misc]
         self._command_client: Client | None = None
         #: Queues declared through this connection (passive declares of them succeed after a purge).
         self.declared_queues: set[str] = set()
+        #: The event loop this transport is registered with, and the FETCH socket it watches for each channel.
+        self._loop: Any = None
+        self._watched: dict[_FaktoryChannel, tuple[int, Any]] = {}
+        self._by_fd: dict[int, _FaktoryChannel] = {}
 
     @property
     def command_client(self) -> Client:
@@ -160,8 +166,12 @@ class Transport(_VirtualTransport):  # type: ignore[misc]
         return super().establish_connection()
 
     def close_connection(self, connection: Any) -> None:
-        """Close every channel (restoring their unacknowledged messages), then the command connections."""
+        """Close every channel (restoring their unacknowledged messages), then the command connections.
+
+        The transport also leaves the event loop it was registered with.
+        """
         try:
+            self._leave_event_loop()
             super().close_connection(connection)
         finally:
             client, self._command_client = self._command_client, None
@@ -199,23 +209,63 @@ class Transport(_VirtualTransport):  # type: ignore[misc]
             if pause > 0:
                 time.sleep(pause)
 
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        """Consume through ``loop`` (Celery's hub): FETCH before each poll, read replies when their socket is ready.
+
+        Before every poll (the hub's ``on_tick``) each channel with a consumer sends a FETCH if none is pending
+        and its QoS allows one more message, and its FETCH socket is watched; when the socket becomes readable
+        the reply is read without blocking (it may arrive in pieces) and its job delivered. An empty FETCH
+        blocks on the server for about 2 s, which is the loop's pause: nothing spins. Errors of the FETCH
+        connection propagate out of the loop, so Celery reconnects.
+        """
+        self._leave_event_loop()
+        self._loop = loop
+        loop.on_tick.add(self._on_poll_start)
+
+    def _on_poll_start(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        for channel in list(self.channels):
+            fetch_connection = channel.poll_start()
+            watched = self._watched.get(channel)
+            if watched is not None and (fetch_connection is None or watched[1] is not fetch_connection):
+                self._unwatch(channel)
+                watched = None
+            if fetch_connection is not None:
+                fd = fetch_connection.fileno()
+                if watched is None or fd not in loop.readers:
+                    self._watched[channel] = (fd, fetch_connection)
+                    self._by_fd[fd] = channel
+                    loop.add_reader(fd, self.on_readable, fd)
+        for channel in [channel for channel in self._watched if channel not in self.channels]:
+            self._unwatch(channel)
+
+    def on_readable(self, fileno: int) -> None:
+        """The event loop saw the FETCH socket ``fileno`` become readable: let its channel read the reply."""
+        channel = self._by_fd.get(fileno)
+        if channel is not None:
+            channel.on_readable()
+
+    def _unwatch(self, channel: _FaktoryChannel) -> None:
+        fd, _ = self._watched.pop(channel)
+        if self._by_fd.get(fd) is channel:
+            del self._by_fd[fd]
+            if self._loop is not None:
+                self._loop.remove_reader(fd)
+
+    def _leave_event_loop(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        for channel in list(self._watched):
+            self._unwatch(channel)
+        loop.on_tick.discard(self._on_poll_start)
+        self._loop = None
+
     def driver_version(self) -> str:
         """The version of ``celery-faktory-deflow``."""
         try:
             return metadata.version("celery-faktory-deflow")
         except metadata.PackageNotFoundError:
             return "unknown"
-
-    def as_uri(self, uri: str, include_password: bool = False, mask: str = "**") -> str:
-        """``uri`` as ``faktory://[user][:password]@host:port`` with the password masked (unless asked for)."""
-        if "://" not in uri:
-            return uri
-        params = parse_url(uri)
-        auth = quote(params["userid"] or "", safe="")
-        if params["password"]:
-            auth += ":" + (quote(params["password"], safe="") if include_password else mask)
-        host = params["hostname"] or "localhost"
-        if ":" in host:
-            host = f"[{host}]"
-        port = params["port"] or self.default_port
-        return f"faktory://{auth + '@' if auth else ''}{host}:{port}"

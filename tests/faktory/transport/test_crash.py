@@ -1,4 +1,5 @@
-"""Celery worker subprocesses on ``faktory://``: a SIGKILL mid-task, a warm shutdown, a Faktory restart.
+"""Celery worker subprocesses on ``faktory://``: a SIGKILL mid-task, warm shutdowns, a Faktory restart, the event
+loop with the prefork pool, and passwords kept out of the logs.
 
 Each test starts real ``celery worker`` processes (the app is :mod:`tests.faktory.transport.celery_app_crash`)
 against a private server of this package and keeps its counters and results in the session's Redis. The server's
@@ -53,13 +54,15 @@ class CeleryWorker:
     ``CRASH_LOGLEVEL=debug`` in the test's environment makes the workers log Celery's boot steps too.
     """
 
-    def __init__(self, log: Path, env: dict[str, str], pool: str, concurrency: int, queues: list[str]) -> None:
+    def __init__(
+        self, log: Path, env: dict[str, str], pool: str, concurrency: int, queues: list[str], loglevel: str | None
+    ) -> None:
         self.log = log
         self.name = f"crash-{uuid.uuid4().hex[:8]}@%h"
         args = [
             sys.executable, "-m", "celery", "-A", APP_MODULE, "worker",
             "-P", pool, "-c", str(concurrency), "-Q", ",".join(queues), "-n", self.name,
-            "-l", os.environ.get("CRASH_LOGLEVEL", "info"),
+            "-l", loglevel or os.environ.get("CRASH_LOGLEVEL", "info"),
             "--without-heartbeat", "--without-mingle", "--without-gossip",
         ]  # fmt: skip
         with log.open("wb") as output:
@@ -136,6 +139,7 @@ class Harness:
         concurrency: int = 1,
         queues: tuple[str, ...] = ("crash",),
         conf: dict[str, Any] | None = None,
+        loglevel: str | None = None,
     ) -> CeleryWorker:
         env = {key: value for key, value in os.environ.items() if not key.startswith(("CRASH_", "CELERY_"))}
         env.update(
@@ -147,7 +151,7 @@ class Harness:
             PYTHONUNBUFFERED="1",
         )
         log = self.tmp_path / f"worker-{len(self.workers)}.log"
-        worker = CeleryWorker(log, env, pool, concurrency, list(queues))
+        worker = CeleryWorker(log, env, pool, concurrency, list(queues), loglevel)
         self.workers.append(worker)
         return worker
 
@@ -269,8 +273,8 @@ def test_a_warm_shutdown_gives_prefetched_tasks_back_at_once(
     # The thread pool (prefork's consumer would block on the pool's semaphore instead of prefetching).
     first = harness.worker(server.url, pool="threads", concurrency=1, conf=conf)
     first.wait_ready()
-    # Celery's synloop takes up to two 2 s drains to stop the pool after SIGTERM; until then the pool keeps
-    # starting what it holds, so the running task must outlast that for the others to stay unstarted.
+    # Until the consumer stops (after the pending FETCH returns) the pool keeps starting what it holds, so the
+    # running task must outlast that for the others to stay unstarted.
     running = record.apply_async((key, 0, 6.0))
     wait_until(lambda: redis_db.lrange(f"{key}:started", 0, -1) == ["0"], timeout=RESULT_TIMEOUT)
     waiting = [record.apply_async((key, number)) for number in (1, 2, 3)]
@@ -351,3 +355,72 @@ def test_the_worker_survives_a_faktory_restart(pool: str, harness: Harness, redi
     finally:
         for server in servers:
             server.stop()
+
+
+# -- the event loop -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("pool", "limit"), [("solo", 1.5), ("threads", 1.5), ("prefork", 3.0)])
+def test_a_warm_shutdown_is_prompt(
+    pool: str,
+    limit: float,
+    harness: Harness,
+    redis_db: redis.Redis,
+    faktory_server_factory: Callable[..., FaktoryServer],
+) -> None:
+    # Under the event loop the worker notices SIGTERM when the pending FETCH returns (0.5 s on this server, 2 s on
+    # a real Faktory); the prefork pool then needs its own time to stop its children.
+    server = faktory_server_factory(config=ServerConfig.fast())
+    fetch_block = server.config.fetch_timeout
+    app = harness.app(server.url)
+    worker = harness.worker(server.url, pool=pool, concurrency=2, loglevel="debug")
+    worker.wait_ready()
+    assert "Starting Hub" in worker.text()  # Celery's asynloop, not its synloop
+    assert app.tasks["crash.record"].apply_async((harness.key, 1)).get(timeout=RESULT_TIMEOUT) == 1
+    time.sleep(1.0)  # idle: the consumer waits in an empty FETCH
+    started = time.monotonic()
+    assert worker.warm_shutdown() == 0, worker.text()
+    took = time.monotonic() - started
+    assert took < limit + fetch_block, f"{pool}: the worker took {took:.2f} s to exit after SIGTERM"
+    assert tracebacks(worker.text()) == 0, worker.text()
+    assert ours(server.jobs("working"), harness.prefix) == []
+
+
+def test_prefork_under_the_event_loop_runs_everything_once(
+    harness: Harness, redis_db: redis.Redis, faktory_server_factory: Callable[..., FaktoryServer]
+) -> None:
+    server = faktory_server_factory(config=ServerConfig.fast())
+    conf = {"worker_prefetch_multiplier": 4}
+    app = harness.app(server.url, conf)
+    record = app.tasks["crash.record"]
+    worker = harness.worker(server.url, pool="prefork", concurrency=2, conf=conf, loglevel="debug")
+    worker.wait_ready()
+    assert "Starting Hub" in worker.text()
+    results = [record.apply_async((harness.key, number, 0.01)) for number in range(60)]
+    assert [r.get(timeout=RESULT_TIMEOUT) for r in results] == list(range(60))
+    done = [json.loads(entry) for entry in redis_db.lrange(f"{harness.key}:done", 0, -1)]
+    assert sorted(number for number, _, _ in done) == list(range(60))  # each ran exactly once
+    assert len({pid for _, _, pid in done}) == 2  # both children worked
+    wait_until(lambda: not ours(server.jobs("working"), harness.prefix), timeout=5)  # all acknowledged
+    assert server.queue(f"{harness.prefix}crash") == []
+    assert worker.warm_shutdown() == 0, worker.text()
+    assert tracebacks(worker.text()) == 0, worker.text()
+
+
+def test_the_password_never_reaches_the_worker_log(
+    harness: Harness, faktory_server_factory: Callable[..., FaktoryServer]
+) -> None:
+    password = f"pw-{uuid.uuid4().hex}"
+    server = faktory_server_factory(config=ServerConfig.fast(), password=password)
+    assert password in server.url
+    app = harness.app(server.url)
+    worker = harness.worker(server.url, pool="solo", loglevel="debug")
+    worker.wait_ready()
+    assert app.tasks["crash.record"].apply_async((harness.key, 7)).get(timeout=RESULT_TIMEOUT) == 7
+    server.stop()  # connection errors and reconnect attempts get logged too
+    wait_until(lambda: "Connection to broker lost" in worker.text(), timeout=10)
+    time.sleep(1.0)
+    assert worker.warm_shutdown() == 0, worker.text()
+    text = worker.text()
+    assert f"faktory://:**@127.0.0.1:{server.port}" in text  # the banner and "Connected to ..."
+    assert password not in text

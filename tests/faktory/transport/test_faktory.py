@@ -410,15 +410,17 @@ def test_password(faktory_password_url: str, prefix: str) -> None:
         kombu.Connection(wrong).transport.establish_connection()
 
 
-def test_as_uri_masks_the_password(url: str) -> None:
+def test_urls_are_shown_with_the_password_masked(url: str) -> None:
+    # kombu builds the shown URL itself (the transport does not parse URLs): the password is always masked.
+    conn = kombu.Connection("faktory://:s3cret@host:7419;faktory://u:s%40cret@other")
+    assert conn.as_uri() == "faktory://:**@host:7419//"
+    assert "s3cret" not in repr(conn)
+    assert conn.as_uri(include_password=True) == "faktory://:s3cret@host:7419//"
     transport = Transport(kombu.Connection(url))
-    assert transport.as_uri("faktory://:s3cret@host:7419") == "faktory://:**@host:7419"
-    assert transport.as_uri("faktory://u:s%40cret@host", include_password=True) == "faktory://u:s%40cret@host:7419"
-    assert transport.as_uri("faktory://host") == "faktory://host:7419"
     assert transport.driver_type == transport.driver_name == "faktory"
     assert transport.driver_version()
     assert transport.default_port == 7419
-    assert not transport.implements.asynchronous
+    assert transport.implements.asynchronous
     assert transport.implements.batch_publish
 
 
