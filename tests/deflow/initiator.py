@@ -1,8 +1,7 @@
-"""Series 5's initiator: creates and runs a workflow, prints its id, and dies on its first next_task event.
+"""Series 5's initiator: creates a workflow, prints its id, runs it, and dies on its first next_task event.
 
 Run as ``python -m tests.deflow.initiator`` with ``DEFLOW_BROKER_URL``, ``DEFLOW_BROKER_OPTIONS`` and
-``DEFLOW_REDIS_URL`` set. It is not
-a worker: the workflow must complete without it.
+``DEFLOW_REDIS_URL`` set. It is not a worker: the workflow must complete without it.
 """
 
 from __future__ import annotations
@@ -26,8 +25,8 @@ def main() -> None:
     wf = Workflow.create("test", task_timeout=0.1, task_max_fail_count=2, clean_on_done=False)
     wf.add_step(handlers.Echo, tasks=range(150))
     wf.on("next_task", lambda event: os._exit(17))
+    print(json.dumps({"workflow_id": wf.id, "task_count": 150}), flush=True)  # before a next_task can end us
     wf.run()
-    print(json.dumps({"workflow_id": wf.id, "task_count": 150}), flush=True)
     time.sleep(30)  # the first next_task event ends the process
     sys.exit(1)
 
