@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from random import Random
 from typing import Any, Union
 
@@ -67,6 +67,10 @@ class QueuePlan:
 
     queues: tuple[str, ...]
     weights: tuple[int, ...] | None = None
+    _strict_line: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_strict_line", commands.fetch(*self.queues))
 
     @property
     def weighted(self) -> bool:
@@ -78,6 +82,12 @@ class QueuePlan:
         if self.weights is None:
             return strict_order(self.queues)
         return weighted_order(self.queues, self.weights, rng)
+
+    def fetch_line(self, rng: Random) -> bytes:
+        """The next FETCH command line; encoded once for strict order, drawn anew for weighted order."""
+        if self.weights is None:
+            return self._strict_line
+        return commands.fetch(*weighted_order(self.queues, self.weights, rng))
 
 
 def parse_queues(spec: QueueSpec) -> QueuePlan:
@@ -216,7 +226,7 @@ class FetchLoop:
                 log.info("fetching stopped: all %d fetchers ended", len(self._threads))
 
     def _fetch(self, connection: Connection, rng: Random) -> dict[str, Any] | None:
-        text = expect_text(connection.request(commands.fetch(*self._plan.order(rng))))
+        text = expect_text(connection.request(self._plan.fetch_line(rng)))
         if not text:
             return None
         try:

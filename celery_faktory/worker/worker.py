@@ -35,7 +35,6 @@ from typing import Any
 
 from celery_faktory.client.connection import Connection, expect_text
 from celery_faktory.config import ClientConfig
-from celery_faktory.protocol import commands
 from celery_faktory.protocol.encoding import loads
 from celery_faktory.worker import signals
 from celery_faktory.worker.context import JobContext, in_job
@@ -408,7 +407,7 @@ class Worker:
             while True:
                 if self._inline is None or self._inline.broken:
                     self._inline = self._connect()
-                text = expect_text(self._inline.request(commands.fetch(*self.options.queues.order(self._rng))))
+                text = expect_text(self._inline.request(self.options.queues.fetch_line(self._rng)))
                 if text:
                     break
                 if time.monotonic() >= deadline:
