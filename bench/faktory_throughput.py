@@ -157,6 +157,11 @@ def ours_producer_rows(url: str, jobs: int) -> None:
 
         record("producer", "celery_faktory: push_many() pipelined", jobs, timed(pipelined))
 
+        def pipelined_pooled() -> None:
+            client.push_many((Job("x", [n, "string", 3], queue=queue) for n in range(jobs)), connections=4)
+
+        record("producer", "celery_faktory: push_many() over 4 connections", jobs, timed(pipelined_pooled))
+
         def pooled() -> None:
             def part(index: int) -> None:
                 for n in range(index, jobs, 4):
@@ -170,6 +175,11 @@ def ours_producer_rows(url: str, jobs: int) -> None:
             client.push_bulk(Job("x", [n, "string", 3], queue=queue) for n in range(jobs))
 
         record("producer", "celery_faktory: push_bulk() (PUSHB)", jobs, timed(bulk))
+
+        def bulk_pooled() -> None:
+            client.push_bulk((Job("x", [n, "string", 3], queue=queue) for n in range(jobs)), connections=4)
+
+        record("producer", "celery_faktory: push_bulk() over 4 connections", jobs, timed(bulk_pooled))
         client.queue_remove(queue)
 
 
@@ -239,6 +249,20 @@ def pyfaktory_producer_rows(url: str, jobs: int) -> None:
                 producer.push_bulk(batch)
 
     record("producer", "pyfaktory: push_bulk() (PUSHB)", jobs, timed(bulk))
+
+    def bulk_pooled() -> None:
+        def part(index: int) -> None:
+            with PyClient(faktory_url=url, role="producer") as client:
+                producer = Producer(client=client)
+                for start in range(index * 1000, jobs, 4000):
+                    end = min(start + 1000, jobs)
+                    producer.push_bulk(
+                        [PyJob(jobtype="x", args=[n, "string", 3], queue=queue) for n in range(start, end)]
+                    )
+
+        threaded(4, part)
+
+    record("producer", "pyfaktory: push_bulk() from 4 threads, 4 connections", jobs, timed(bulk_pooled))
     with Client(url) as client:
         client.queue_remove(queue)
 
