@@ -123,7 +123,7 @@ class FetchPipeline:
         self.window = 1
 
     def reset(self) -> None:
-        """Drop the connection after a failure, and the slots of the FETCHes that were in flight on it.
+        """Close the connection (after a failure, or at the end) and free the slots of the FETCHes in flight on it.
 
         A job the server had already reserved for one of those FETCHes comes back when its reservation expires.
         """
@@ -135,10 +135,6 @@ class FetchPipeline:
             self.in_flight = 0
         self._cool_down()
         self._streak = 0
-
-    def close(self) -> None:
-        """Close the connection (call with nothing in flight)."""
-        self.reset()
 
 
 def _job_payload(text: str | None) -> dict[str, Any] | None:
@@ -228,9 +224,11 @@ class FetchLoop:
                         continue
                     payload = pipeline.receive()
                     backoff.reset()
-                except ServerError as exc:
-                    if pipeline.in_flight == 0:  # the connection stays; wait before the next FETCH
-                        self._stopping.wait(self._retry_delay(backoff, exc))
+                except ServerError as exc:  # the connection stays usable: back off once nothing is in flight
+                    delay = backoff.next_delay()
+                    log.warning("FETCH failed (%s); %d FETCHes in flight", exc, pipeline.in_flight)
+                    if pipeline.in_flight == 0:
+                        self._stopping.wait(delay)
                     continue
                 except (FaktoryConnectionError, MalformedReply) as exc:
                     pipeline.reset()
@@ -239,7 +237,7 @@ class FetchLoop:
                 if payload is not None:
                     self._deliver(payload)
         finally:
-            pipeline.close()
+            pipeline.reset()
             with self._lock:
                 self._running -= 1
                 last = self._running == 0

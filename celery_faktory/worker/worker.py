@@ -204,7 +204,7 @@ class Worker:
 
     @property
     def fetching(self) -> bool:
-        """Whether a fetcher thread is still running (False once quiet or stopped and its FETCH returned)."""
+        """Whether a fetcher thread is still running (False once quiet or stopped and its FETCHes returned)."""
         return self._fetch_loop.alive
 
     @property

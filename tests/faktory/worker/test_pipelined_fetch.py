@@ -5,15 +5,17 @@ These run unchanged against a real Faktory (``FAKTORY_URL``): every count comes 
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 from celery_faktory import Client, Job
 from celery_faktory.client.connection import Connection
-from celery_faktory.server import ServerConfig
+from celery_faktory.server import FaktoryServer, Fault, ServerConfig
 from celery_faktory.worker import JobContext, Registry
 from celery_faktory.worker.fetch import WARM_UP, FetchPipeline
 from celery_faktory.worker.handoff import HandOff
@@ -60,7 +62,7 @@ def test_the_window_opens_after_a_run_of_jobs_and_closes_when_the_queue_runs_dry
         assert handoff.pending == 0
         assert handoff.acquire_up_to(64, 0) == 64 - len(jids)  # empty FETCHes gave their slots back
     finally:
-        pipeline.close()
+        pipeline.reset()
         for jid in fetched:
             client.ack(jid)
 
@@ -172,3 +174,39 @@ def test_stop_of_an_idle_worker_waits_at_most_one_fetch_block(
     started = time.monotonic()
     worker.stop()
     assert time.monotonic() - started < fetch_block + 1.5
+
+
+@pytest.mark.faktory_server_only
+def test_an_error_reply_to_a_fetch_in_flight_loses_no_job(
+    faktory_server_factory: Callable[..., FaktoryServer],
+    registry: Registry,
+    make_worker: WorkerFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The error replaced a reply that carried a job: it stays reserved, expires (1 s) and is requeued."""
+    server = faktory_server_factory()
+    queue = unique("fetcherr")
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    @registry.register
+    def job(n: int, *, job: JobContext) -> None:
+        with lock:
+            seen.add(job.jid)
+
+    worker = make_worker(url=server.url, queues=(queue,), concurrency=8, fetchers=1, fetch_depth=4).start()
+    with Client(server.url) as client, caplog.at_level(logging.WARNING, logger="celery_faktory.worker"):
+        jobs = [Job("job", [n], queue=queue, reserve_for=1) for n in range(300)]
+        client.push_bulk(jobs[:100])
+        wait_until(lambda: len(seen) >= 20)  # a busy stretch: FETCHes in flight
+        server.inject_fault("FETCH", Fault(garbage=b"-ERR simulated FETCH failure\r\n"), times=2)
+        client.push_bulk(jobs[100:])
+
+        def settled() -> bool:
+            if server.jobs("retries"):
+                client.retries.requeue()
+            return seen == {job.jid for job in jobs} and not server.jobs("working") and not server.jobs("retries")
+
+        wait_until(settled, timeout=20)
+    assert "simulated FETCH failure" in caplog.text
+    assert not worker.stopped
