@@ -94,7 +94,8 @@ class FetchPipeline:
 
         Raises:
             FaktoryConnectionError, MalformedReply: The connection failed; call :meth:`reset`.
-            ServerError: The server answered this FETCH with an error; the connection stays usable.
+            ServerError: The server answered this FETCH with an error; the connection stays usable unless the
+                error is one after which the server closes it (then the pipeline is reset).
         """
         connection = self._connection
         if connection is None or not self.in_flight:
@@ -106,6 +107,8 @@ class FetchPipeline:
         except BaseException:
             self._handoff.release()
             self._cool_down()
+            if connection.broken:  # an error after which the server closes: the FETCHes behind it are gone
+                self.reset()
             raise
         payload = _job_payload(text)
         if payload is None:
@@ -134,7 +137,6 @@ class FetchPipeline:
             self._handoff.release(self.in_flight)
             self.in_flight = 0
         self._cool_down()
-        self._streak = 0
 
 
 def _job_payload(text: str | None) -> dict[str, Any] | None:
