@@ -77,7 +77,7 @@ class FetchPipeline:
             FaktoryConnectionError: The connection could not be opened or written to (nothing is in flight then).
         """
         wanted = self.window - self.in_flight
-        taken = self._handoff.acquire_up_to(wanted, slot_wait if self.in_flight == 0 else 0.0)
+        taken = self._handoff.acquire(slot_wait if self.in_flight == 0 else 0.0, wanted)
         if not taken:
             return
         try:

@@ -86,12 +86,11 @@ class HandOff:
         with self._condition:
             return self._closed
 
-    def acquire(self, timeout: float) -> bool:
-        """Take a slot for one FETCH, waiting up to ``timeout`` s; False when none came free (or closed)."""
-        return self.acquire_up_to(1, timeout) == 1
+    def acquire(self, timeout: float, most: int = 1) -> int:
+        """Take up to ``most`` slots, waiting up to ``timeout`` s for the first; how many were taken (0: none).
 
-    def acquire_up_to(self, most: int, timeout: float) -> int:
-        """Take up to ``most`` slots, waiting up to ``timeout`` s for the first; how many were taken (0: none)."""
+        Nothing is taken once the hand-off is closed.
+        """
         if most <= 0:
             return 0
         deadline = time.monotonic() + timeout

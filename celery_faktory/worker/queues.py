@@ -71,7 +71,7 @@ class QueuePlan:
         """The next FETCH command line; encoded once for strict order, drawn anew for weighted order."""
         if self.weights is None:
             return self._strict_line
-        return commands.fetch(*weighted_order(self.queues, self.weights, rng))
+        return commands.fetch(*self.order(rng))
 
 
 def parse_queues(spec: QueueSpec) -> QueuePlan:

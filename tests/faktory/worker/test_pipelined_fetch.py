@@ -60,7 +60,7 @@ def test_the_window_opens_after_a_run_of_jobs_and_closes_when_the_queue_runs_dry
             assert pipeline.receive() is None
         assert pipeline.window == 1
         assert handoff.pending == 0
-        assert handoff.acquire_up_to(64, 0) == 64 - len(jids)  # empty FETCHes gave their slots back
+        assert handoff.acquire(0, 64) == 64 - len(jids)  # empty FETCHes gave their slots back
     finally:
         pipeline.reset()
         for jid in fetched:
