@@ -9,7 +9,18 @@ ceiling a single connection reaches with no client library at all.
 
 Producer rows push ``--jobs`` jobs ``["x", [i, "string", 3]]``; worker rows drain ``--drain`` trivial jobs from one
 queue with concurrency 20, each worker in a process of its own, timed from the first job taken to the last ACK.
-The peers (`faktory`, `pyfaktory`) come with the ``dev`` extra; rows for a missing peer say so.
+The peers (`faktory`, `pyfaktory`) come with the ``dev`` extra; rows for a missing peer say so. Each peer is used
+the way its documentation shows, at its fastest: cdrx's ``Client.queue`` on one open connection (it has no
+bulk push), pyfaktory's ``Producer.push`` / ``push_bulk``, and one client per thread where rows use threads
+(neither client may be shared between threads).
+
+The table after the rows checks issue 3's targets. Producer rows fall into three groups, compared like with like:
+*one by one* (a round trip per job), *pipelined/pooled* (many jobs, no PUSHB: pipelining or threads and
+connections) and *bulk* (PUSHB). In each group "best peer" is the fastest row of either peer in that group, and
+ours is our fastest row in it; a last line compares the fastest row of each side over all three groups. The
+worker target compares our worker with the faster peer worker, and with the raw sequential FETCH + ACK row (the
+"ceiling" of the issue). The raw pipelined FETCH/ACK row shows what the server itself manages when round trips
+are shared, for context only.
 """
 
 from __future__ import annotations
@@ -31,6 +42,17 @@ from celery_faktory.protocol import NEED_DATA, ReplyParser, commands
 
 HERE = Path(__file__).resolve().parent
 ROWS: list[tuple[str, str, float | None, str]] = []
+
+#: The groups of rows; producer targets compare like with like, group by group.
+ONE = "producer, one by one"
+POOLED = "producer, pipelined/pooled"
+BULK = "producer, bulk"
+WORKER = "worker"
+PRODUCER_GROUPS = (ONE, POOLED, BULK)
+#: The note on the raw row that issue 3's worker target is measured against.
+CEILING = "ceiling"
+#: Connections (or threads) of the wider bulk rows, on both sides.
+WIDE = 8
 
 
 def free_port() -> int:
@@ -100,27 +122,40 @@ def raw_rows(url: str, jobs: int) -> None:
     started = time.perf_counter()
     for line in lines:
         raw.request(line)
-    record("producer", "raw socket: sequential PUSH", jobs, time.perf_counter() - started)
+    record(ONE, "raw socket: sequential PUSH", jobs, time.perf_counter() - started)
     started = time.perf_counter()
     for start in range(0, jobs, 100):
         window = lines[start : start + 100]
         raw.sock.sendall(b"".join(window))
         for _ in window:
             raw.reply()
-    record("producer", "raw socket: PUSH pipelined 100 per write", jobs, time.perf_counter() - started)
+    record(POOLED, "raw socket: PUSH pipelined 100 per write", jobs, time.perf_counter() - started)
     fetch = commands.fetch(queue)
     started = time.perf_counter()
     for _ in range(jobs):
         job = raw.request(fetch)
         jid = job.value.split('"jid":"', 1)[1].split('"', 1)[0]
         raw.request(commands.ack(jid))
-    record("worker", "raw socket: sequential FETCH + ACK, 1 conn", jobs, time.perf_counter() - started, "ceiling")
+    record(WORKER, "raw socket: sequential FETCH + ACK, 1 conn", jobs, time.perf_counter() - started, CEILING)
+    raw.request(commands.queue_remove(queue))
+    for start in range(0, jobs, 1000):
+        raw.request(commands.push_bulk([payload(queue, n) for n in range(start, min(start + 1000, jobs))]))
+    started = time.perf_counter()
+    for start in range(0, jobs, 10):
+        count = min(10, jobs - start)
+        raw.sock.sendall(fetch * count)
+        jids = [raw.reply().value.split('"jid":"', 1)[1].split('"', 1)[0] for _ in range(count)]
+        raw.sock.sendall(b"".join(commands.ack(jid) for jid in jids))
+        for _ in jids:
+            raw.reply()
+    seconds = time.perf_counter() - started
+    record(WORKER, "raw socket: 10 FETCH then 10 ACK per write, 1 conn", jobs, seconds, "server bound, for context")
     raw.request(commands.queue_remove(queue))
     bulk = [payload(queue, n) for n in range(jobs)]
     started = time.perf_counter()
     for start in range(0, jobs, 1000):
         raw.request(commands.push_bulk(bulk[start : start + 1000]))
-    record("producer", "raw socket: PUSHB of 1000", jobs, time.perf_counter() - started)
+    record(BULK, "raw socket: PUSHB of 1000", jobs, time.perf_counter() - started)
     raw.request(commands.queue_remove(queue))
     raw.sock.close()
 
@@ -150,12 +185,17 @@ def ours_producer_rows(url: str, jobs: int) -> None:
             for n in range(jobs):
                 client.push(Job("x", [n, "string", 3], queue=queue))
 
-        record("producer", "celery_faktory: push() one by one", jobs, timed(one_by_one))
+        record(ONE, "celery_faktory: push() one by one", jobs, timed(one_by_one))
 
         def pipelined() -> None:
             client.push_many(Job("x", [n, "string", 3], queue=queue) for n in range(jobs))
 
-        record("producer", "celery_faktory: push_many() pipelined", jobs, timed(pipelined))
+        record(POOLED, "celery_faktory: push_many() pipelined", jobs, timed(pipelined))
+
+        def pipelined_pooled() -> None:
+            client.push_many((Job("x", [n, "string", 3], queue=queue) for n in range(jobs)), connections=4)
+
+        record(POOLED, "celery_faktory: push_many() over 4 connections", jobs, timed(pipelined_pooled))
 
         def pooled() -> None:
             def part(index: int) -> None:
@@ -164,12 +204,24 @@ def ours_producer_rows(url: str, jobs: int) -> None:
 
             threaded(4, part)
 
-        record("producer", "celery_faktory: push() from 4 threads, pool 4", jobs, timed(pooled))
+        record(POOLED, "celery_faktory: push() from 4 threads, pool 4", jobs, timed(pooled))
 
         def bulk() -> None:
             client.push_bulk(Job("x", [n, "string", 3], queue=queue) for n in range(jobs))
 
-        record("producer", "celery_faktory: push_bulk() (PUSHB)", jobs, timed(bulk))
+        record(BULK, "celery_faktory: push_bulk() (PUSHB)", jobs, timed(bulk))
+
+        def bulk_pooled() -> None:
+            client.push_bulk((Job("x", [n, "string", 3], queue=queue) for n in range(jobs)), connections=4)
+
+        record(BULK, "celery_faktory: push_bulk() over 4 connections", jobs, timed(bulk_pooled))
+        client.queue_remove(queue)
+    with Client(url, pool_size=WIDE) as client:
+
+        def bulk_wide() -> None:
+            client.push_bulk((Job("x", [n, "string", 3], queue=queue) for n in range(jobs)), connections=WIDE)
+
+        record(BULK, f"celery_faktory: push_bulk() over {WIDE} connections", jobs, timed(bulk_wide))
         client.queue_remove(queue)
 
 
@@ -177,7 +229,7 @@ def cdrx_producer_rows(url: str, jobs: int) -> None:
     try:
         import faktory
     except ImportError:
-        record("producer", "faktory (cdrx): not installed", jobs, None, "pip install faktory")
+        record(ONE, "faktory (cdrx): not installed", jobs, None, "pip install faktory")
         return
     queue = "bench-cdrx-" + uuid.uuid4().hex[:8]
 
@@ -186,7 +238,7 @@ def cdrx_producer_rows(url: str, jobs: int) -> None:
             for n in range(jobs):
                 client.queue("x", args=(n, "string", 3), queue=queue, retry=25)
 
-    record("producer", "faktory (cdrx): queue() one by one", jobs, timed(one_by_one))
+    record(ONE, "faktory (cdrx): queue() one by one", jobs, timed(one_by_one))
 
     def pooled() -> None:
         def part(index: int) -> None:
@@ -196,8 +248,8 @@ def cdrx_producer_rows(url: str, jobs: int) -> None:
 
         threaded(4, part)
 
-    record("producer", "faktory (cdrx): 4 threads, 4 connections", jobs, timed(pooled))
-    record("producer", "faktory (cdrx): bulk push", jobs, None, "not supported")
+    record(POOLED, "faktory (cdrx): 4 threads, 4 connections", jobs, timed(pooled))
+    record(BULK, "faktory (cdrx): bulk push", jobs, None, "not supported")
     with Client(url) as client:
         client.queue_remove(queue)
 
@@ -208,7 +260,7 @@ def pyfaktory_producer_rows(url: str, jobs: int) -> None:
         from pyfaktory import Job as PyJob
         from pyfaktory import Producer
     except ImportError:
-        record("producer", "pyfaktory: not installed", jobs, None, "pip install pyfaktory")
+        record(ONE, "pyfaktory: not installed", jobs, None, "pip install pyfaktory")
         return
     queue = "bench-pyf-" + uuid.uuid4().hex[:8]
 
@@ -218,7 +270,7 @@ def pyfaktory_producer_rows(url: str, jobs: int) -> None:
             for n in range(jobs):
                 producer.push(PyJob(jobtype="x", args=[n, "string", 3], queue=queue))
 
-    record("producer", "pyfaktory: push() one by one", jobs, timed(one_by_one))
+    record(ONE, "pyfaktory: push() one by one", jobs, timed(one_by_one))
 
     def pooled() -> None:
         def part(index: int) -> None:
@@ -229,7 +281,7 @@ def pyfaktory_producer_rows(url: str, jobs: int) -> None:
 
         threaded(4, part)
 
-    record("producer", "pyfaktory: 4 threads, 4 connections", jobs, timed(pooled))
+    record(POOLED, "pyfaktory: 4 threads, 4 connections", jobs, timed(pooled))
 
     def bulk() -> None:
         with PyClient(faktory_url=url, role="producer") as client:
@@ -238,7 +290,23 @@ def pyfaktory_producer_rows(url: str, jobs: int) -> None:
                 batch = [PyJob(jobtype="x", args=[n, "string", 3], queue=queue) for n in range(start, start + 1000)]
                 producer.push_bulk(batch)
 
-    record("producer", "pyfaktory: push_bulk() (PUSHB)", jobs, timed(bulk))
+    record(BULK, "pyfaktory: push_bulk() (PUSHB)", jobs, timed(bulk))
+
+    def bulk_threads(threads: int) -> Callable[[], None]:
+        def part(index: int) -> None:
+            with PyClient(faktory_url=url, role="producer") as client:
+                producer = Producer(client=client)
+                for start in range(index * 1000, jobs, threads * 1000):
+                    end = min(start + 1000, jobs)
+                    producer.push_bulk(
+                        [PyJob(jobtype="x", args=[n, "string", 3], queue=queue) for n in range(start, end)]
+                    )
+
+        return lambda: threaded(threads, part)
+
+    for threads in (4, WIDE):
+        name = f"pyfaktory: push_bulk() from {threads} threads, {threads} connections"
+        record(BULK, name, jobs, timed(bulk_threads(threads)))
     with Client(url) as client:
         client.queue_remove(queue)
 
@@ -291,7 +359,7 @@ def worker_rows(url: str, jobs: int) -> None:
         ("pyfaktory", "pyfaktory: Consumer, 20 processes"),
     ):
         seconds = drain(url, implementation, jobs)
-        record("worker", f"{name}, drain {jobs:,}", jobs, seconds, "" if seconds else "failed or not installed")
+        record(WORKER, f"{name}, drain {jobs:,}", jobs, seconds, "" if seconds else "failed or not installed")
 
 
 def main() -> None:
@@ -322,6 +390,45 @@ def main() -> None:
     print("| group | what | jobs/s | note |\n| --- | --- | ---: | --- |")
     for group, name, rate, note in ROWS:
         print(f"| {group} | {name} | {'n/a' if rate is None else f'{rate:,.0f}'} | {note} |")
+    print()
+    print_targets()
+
+
+def side(name: str) -> str:
+    """``ours``, ``raw`` or ``peer``: who a row measures."""
+    if name.startswith("celery_faktory"):
+        return "ours"
+    return "raw" if name.startswith("raw socket") else "peer"
+
+
+def best(groups: tuple[str, ...], who: str) -> tuple[str, float] | None:
+    """The fastest row of ``who`` in ``groups``: its name and rate."""
+    rows = [(rate, name) for group, name, rate, _ in ROWS if group in groups and side(name) == who and rate]
+    if not rows:
+        return None
+    rate, name = max(rows)
+    return name, rate
+
+
+def print_targets() -> None:
+    """Issue 3's targets, each from the rows above: ours against the best peer (or the raw ceiling)."""
+    print("| target | ours | compared with | ratio | met |\n| --- | --- | --- | ---: | --- |")
+
+    def line(target: str, ours: tuple[str, float] | None, other: tuple[str, float] | None, needed: float) -> None:
+        if ours is None or other is None:
+            print(f"| {target} | n/a | n/a | n/a | n/a |")
+            return
+        ratio = ours[1] / other[1]
+        verdict = "yes" if ratio >= needed else "no"
+        print(f"| {target} | {ours[0]}: {ours[1]:,.0f} | {other[0]}: {other[1]:,.0f} | {ratio:.2f}x | {verdict} |")
+
+    for group in PRODUCER_GROUPS:
+        line(f"{group} >= 2x best peer", best((group,), "ours"), best((group,), "peer"), 2.0)
+    line("producer, any mode >= 2x best peer", best(PRODUCER_GROUPS, "ours"), best(PRODUCER_GROUPS, "peer"), 2.0)
+    worker = best((WORKER,), "ours")
+    line("worker >= 3x best peer", worker, best((WORKER,), "peer"), 3.0)
+    ceiling = [(name, rate) for group, name, rate, note in ROWS if note == CEILING and rate]
+    line("worker >= 80% of raw FETCH + ACK, 1 conn", worker, ceiling[0] if ceiling else None, 0.8)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ raise :class:`~celery_faktory.errors.ServerError` subclasses carrying the server
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import traceback
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from celery_faktory.client.connection import Connection, expect_ok, expect_text
+from celery_faktory.client.fanout import Batch, fan_out
 from celery_faktory.client.pool import ConnectionPool
 from celery_faktory.config import ClientConfig
 from celery_faktory.errors import FaktoryConnectionError, HandshakeError, InvalidCommand, MalformedReply, PoolExhausted
@@ -27,6 +29,7 @@ __all__ = ["Client", "SortedSet"]
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+_K = TypeVar("_K")
 
 #: Jobs per PUSHB command (upstream advice: about 1000).
 PUSH_BULK_CHUNK = 1000
@@ -142,39 +145,71 @@ class Client:
         self._ok(commands.push(payload), retry=True)
         return str(payload["jid"])
 
-    def push_many(self, jobs: Iterable[Job | Mapping[str, Any]], *, window: int = 100) -> dict[str, str]:
-        """PUSH jobs one command each, pipelined ``window`` at a time on one connection.
+    def push_many(
+        self, jobs: Iterable[Job | Mapping[str, Any]], *, window: int = 100, connections: int = 1
+    ) -> dict[str, str]:
+        """PUSH jobs one command each, pipelined ``window`` at a time.
 
         Unlike :meth:`push_bulk` every job is its own PUSH, so the server treats each exactly as :meth:`push`
         would; the round trips are shared. Returns the jids the server refused, with its reasons.
+
+        Args:
+            jobs: Jobs, or mappings shaped like PUSH payloads.
+            window: PUSH commands per write.
+            connections: Spread the windows over up to this many pooled connections, which the server works on
+                in parallel; jobs of different windows may then be enqueued out of order. With 1 (the default)
+                they go in order over one connection.
         """
         rejected: dict[str, str] = {}
-        for batch in _chunks(jobs, window):
-            rejected.update(self._push_window(batch))
-        return rejected
-
-    def _push_window(self, batch: list[dict[str, Any]]) -> dict[str, str]:
-        rejected: dict[str, str] = {}
-        lines: list[bytes] = []
-        pushed: list[str] = []
-        for payload in batch:
-            try:
-                lines.append(commands.push(payload))
-            except InvalidCommand as exc:
-                rejected[str(payload.get("jid"))] = str(exc)
-            else:
-                pushed.append(str(payload["jid"]))
-        if lines:
-            replies = self._run(lambda connection: connection.pipeline(lines), retry=True)
-            for jid, reply in zip(pushed, replies, strict=True):
+        for jids, replies in self._pipelined(self._push_windows(jobs, window, rejected), connections):
+            for jid, reply in zip(jids, replies, strict=True):
                 if isinstance(reply, Error):
                     rejected[jid] = reply.message
                 else:
                     expect_ok(reply)
         return rejected
 
+    def _push_windows(
+        self, jobs: Iterable[Job | Mapping[str, Any]], window: int, rejected: dict[str, str]
+    ) -> Iterator[Batch[list[str]]]:
+        """``(jids, PUSH lines)`` per window; jobs refused before sending go to ``rejected``."""
+        for batch in _chunks(jobs, window):
+            lines: list[bytes] = []
+            pushed: list[str] = []
+            for payload in batch:
+                try:
+                    lines.append(commands.push(payload))
+                except InvalidCommand as exc:
+                    rejected[str(payload.get("jid"))] = str(exc)
+                else:
+                    pushed.append(str(payload["jid"]))
+            if lines:
+                yield pushed, lines
+
+    def _pipelined(self, batches: Iterable[Batch[_K]], connections: int) -> Iterator[tuple[_K, list[Reply]]]:
+        """Each batch's replies, its lines pipelined in one write; sent again on a new connection after a failure.
+
+        With ``connections`` above 1 the batches are fanned out over that many pooled connections at once.
+        """
+        if connections <= 1:
+            for key, lines in batches:
+                yield key, self._run(_pipeline(lines), retry=True)
+            return
+        with contextlib.closing(fan_out(self._pool, batches, width=connections)) as answers:
+            for (key, lines), answer in answers:
+                if isinstance(answer, list):
+                    yield key, answer
+                else:
+                    log.warning("Faktory connection failed (%s); sending %d commands again", answer, len(lines))
+                    yield key, self._run(_pipeline(lines), retry=True)
+
     def push_bulk(
-        self, jobs: Iterable[Job | Mapping[str, Any]], *, chunk_size: int = PUSH_BULK_CHUNK, retry: bool = True
+        self,
+        jobs: Iterable[Job | Mapping[str, Any]],
+        *,
+        chunk_size: int = PUSH_BULK_CHUNK,
+        retry: bool = True,
+        connections: int = 1,
     ) -> dict[str, str]:
         """PUSHB in chunks; returns the rejected jids with the server's reasons (empty when all went in).
 
@@ -183,16 +218,33 @@ class Client:
             chunk_size: Jobs per PUSHB.
             retry: Send a chunk again on a fresh connection when the connection died under it (the server
                 may then hold some jobs twice); ``False`` raises instead.
+            connections: Send chunks over up to this many pooled connections at once, which the server works
+                on in parallel; chunks may then be enqueued out of order. With 1 (the default) they go one
+                after another, in order.
         """
         rejected: dict[str, str] = {}
-        for chunk in _chunks(jobs, chunk_size):
-            rejected.update(self._push_chunk(chunk, retry))
+        lines = (line for chunk in _chunks(jobs, chunk_size) if (line := self._bulk_line(chunk, rejected)))
+        if connections <= 1:
+            for line in lines:
+                rejected.update(_bulk_result(self.request(line, retry=retry)))
+            return rejected
+        batches = ((line, [line]) for line in lines)
+        with contextlib.closing(fan_out(self._pool, batches, width=connections)) as answers:
+            for (line, _), answer in answers:
+                if isinstance(answer, list):
+                    reply = answer[0]
+                elif retry:
+                    log.warning("Faktory connection failed (%s); sending a PUSHB again", answer)
+                    reply = self.request(line, retry=True)
+                else:
+                    raise answer
+                rejected.update(_bulk_result(reply))
         return rejected
 
-    def _push_chunk(self, chunk: list[dict[str, Any]], retry: bool) -> dict[str, str]:
-        rejected: dict[str, str] = {}
+    def _bulk_line(self, chunk: list[dict[str, Any]], rejected: dict[str, str]) -> bytes | None:
+        """The PUSHB line of ``chunk``; jobs the server would refuse go to ``rejected`` (``None``: none left)."""
         try:
-            line = commands.push_bulk(chunk)
+            return commands.push_bulk(chunk)
         except InvalidCommand:
             # Refuse the bad jobs here, in the server's own words, so that the rest still goes in.
             accepted = []
@@ -202,12 +254,7 @@ class Client:
                     accepted.append(payload)
                 else:
                     rejected[str(payload.get("jid"))] = problem
-            if not accepted:
-                return rejected
-            line = commands.push_bulk(accepted)
-        result = _json_object(self.request(line, retry=retry), "PUSHB")
-        rejected.update((str(jid), str(reason)) for jid, reason in result.items())
-        return rejected
+            return commands.push_bulk(accepted) if accepted else None
 
     def fetch(self, queue: str, *queues: str) -> Job | None:
         """FETCH from the queues in order; ``None`` when nothing arrived within the server's block (2 s)."""
@@ -306,6 +353,16 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<Client {self.config.safe_url}>"
+
+
+def _pipeline(lines: Sequence[bytes]) -> Callable[[Connection], list[Reply]]:
+    """What :meth:`Client._run` runs to send ``lines`` in one write and read their replies."""
+    return lambda connection: connection.pipeline(lines)
+
+
+def _bulk_result(reply: Reply) -> dict[str, str]:
+    """The rejected jids and reasons a PUSHB reply carries."""
+    return {str(jid): str(reason) for jid, reason in _json_object(reply, "PUSHB").items()}
 
 
 def _json_object(reply: Reply, verb: str) -> dict[str, Any]:

@@ -63,18 +63,33 @@ class ConnectionPool:
         Raises:
             PoolExhausted: No connection became free within ``acquire_timeout``.
         """
+        taken = self._reserve(wait=True)
+        return taken if isinstance(taken, Connection) else self._open()
+
+    def try_acquire(self) -> Connection | None:
+        """Like :meth:`acquire`, but ``None`` at once instead of waiting while ``size`` are in use."""
+        taken = self._reserve(wait=False)
+        if taken is False:
+            return None
+        return taken if isinstance(taken, Connection) else self._open()
+
+    def _reserve(self, *, wait: bool) -> Connection | bool:
+        """Count one more connection in use: an idle one, True (open a new one), or False (none, not waiting)."""
         self._check_fork()
         deadline = None
         with self._condition:
             while not self._idle and self._in_use >= self.size:
+                if not wait:
+                    return False
                 if deadline is None:
                     deadline = time.monotonic() + self.acquire_timeout
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._condition.wait(remaining):
                     raise PoolExhausted(f"no free Faktory connection within {self.acquire_timeout} s")
             self._in_use += 1
-            if self._idle:
-                return self._idle.pop()
+            return self._idle.pop() if self._idle else True
+
+    def _open(self) -> Connection:
         try:
             return self._factory()
         except BaseException:

@@ -17,9 +17,9 @@ celery.
 """
 
 from celery_faktory.worker.context import JobContext, current_job
-from celery_faktory.worker.fetch import QueuePlan, parse_queues, strict_order, weighted_order
 from celery_faktory.worker.middleware import Middleware, MiddlewareChain
 from celery_faktory.worker.options import WorkerOptions
+from celery_faktory.worker.queues import QueuePlan, parse_queues, strict_order, weighted_order
 from celery_faktory.worker.registry import Handler, Registry, UnknownJobType, register, registry
 from celery_faktory.worker.worker import Worker, WorkerStats
 

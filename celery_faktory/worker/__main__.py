@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import click
 
 from celery_faktory.errors import FaktoryError
+from celery_faktory.worker.fetch import DEFAULT_FETCH_DEPTH
 from celery_faktory.worker.options import DEFAULT_BEAT_INTERVAL, DEFAULT_CONCURRENCY, DEFAULT_SHUTDOWN_TIMEOUT
 from celery_faktory.worker.worker import Worker
 
@@ -121,6 +122,13 @@ def _import(modules: Sequence[str]) -> None:
     help="Fetcher connections; default concurrency // 8, between 1 and 4.",
 )
 @click.option(
+    "--fetch-depth",
+    type=click.IntRange(min=1),
+    default=DEFAULT_FETCH_DEPTH,
+    show_default=True,
+    help="FETCHes each fetcher keeps in flight (pipelined) while the queues hold jobs.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
@@ -136,6 +144,7 @@ def main(
     shutdown_timeout: float,
     beat_interval: float,
     fetchers: int | None,
+    fetch_depth: int,
     log_level: str,
 ) -> None:
     """Run a Faktory worker until TERM or INT (TSTP: stop fetching; TTIN: log thread stacks)."""
@@ -151,6 +160,7 @@ def main(
             shutdown_timeout=shutdown_timeout,
             beat_interval=beat_interval,
             fetchers=fetchers,
+            fetch_depth=fetch_depth,
         )
         worker.work()
     except FaktoryError as exc:

@@ -1,128 +1,155 @@
-"""Fetching: the queue order of each FETCH (pure functions) and :class:`FetchLoop`, the fetcher threads.
+"""The fetcher threads: :class:`FetchLoop`, each thread with its own connection and FETCHes pipelined on it.
 
-Queue order. Faktory's FETCH serves its queues in the order named, strictly (a Redis BRPOP). A worker given a
-plain sequence of names keeps that order on every FETCH: ``("critical", "default")`` drains ``critical``
-first. Given weights (``{"critical": 3, "default": 1}``, or ``"name,weight"`` strings) it draws a new weighted
-random order for every FETCH, so each queue comes first with a probability proportional to its weight.
+Each thread (``faktory-fetch-0`` ...) keeps up to ``depth`` FETCHes in flight on its connection, each sent only
+with a free slot of the :class:`~celery_faktory.worker.handoff.HandOff`, so fetched jobs never outnumber the
+job threads. The server answers a connection's commands one at a time and in order, so several FETCHes in flight
+cost one round trip instead of one each while the queues hold jobs. The window is adaptive: one FETCH at a time
+until :data:`WARM_UP` FETCHes in a row have brought a job, then ``depth``, and back to one with the first FETCH
+that comes back empty, so an idle worker, or one that sees a few jobs now and then, keeps a single FETCH
+blocking per connection.
 
-Fetchers. A few threads (``faktory-fetch-0`` ...), each with its own connection, run one blocking FETCH at a
-time, only when the :class:`~celery_faktory.worker.handoff.HandOff` has a free slot, and hand each job over.
-They reconnect with backoff when the connection fails. :meth:`FetchLoop.stop` lets every thread finish the
-FETCH it is in (a FETCH is never cut off: the server would reserve a job nobody reads) and end there.
+Stopping (:meth:`FetchLoop.stop`) sends no more FETCHes but reads the reply of every FETCH already sent: a FETCH
+is never cut off, because the server would reserve a job nobody reads. The jobs those replies bring are handed
+over like any other (``deliver`` runs them while the worker is quiet and FAILs them back once it stops). A thread
+therefore ends within one FETCH block (2 s on Faktory) after the stop, or ``depth`` blocks if its queues ran
+dry in the last moments of a busy stretch; with jobs waiting its FETCHes return at once. The threads reconnect
+with backoff when their connection fails.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from random import Random
-from typing import Any, Union
+from typing import Any
 
 from celery_faktory.client.connection import Connection, expect_text
-from celery_faktory.errors import ConfigurationError, FaktoryConnectionError, MalformedReply, ServerError
-from celery_faktory.protocol import commands
+from celery_faktory.errors import FaktoryConnectionError, MalformedReply, ServerError
 from celery_faktory.protocol.encoding import loads
-from celery_faktory.protocol.payload import queue_name_problem
 from celery_faktory.worker.backoff import Backoff
 from celery_faktory.worker.handoff import HandOff
+from celery_faktory.worker.queues import QueuePlan
 
-__all__ = ["FetchLoop", "QueuePlan", "QueueSpec", "parse_queues", "strict_order", "weighted_order"]
+__all__ = ["DEFAULT_FETCH_DEPTH", "FetchLoop", "FetchPipeline"]
 
 log = logging.getLogger(__name__)
 
-#: What ``Worker(queues=...)`` accepts: names in strict order, ``"name,weight"`` strings, or name → weight.
-QueueSpec = Union[Sequence[str], Mapping[str, int]]
-
-#: Seconds a fetcher waits for a free slot before checking whether it should stop.
+#: FETCHes a fetcher keeps in flight on its connection at most, by default.
+DEFAULT_FETCH_DEPTH = 4
+#: FETCHes in a row that must bring a job before a fetcher pipelines (a busy stretch, not a few jobs).
+WARM_UP = 8
+#: Seconds a fetcher with no FETCH in flight waits for a free slot before checking whether it should stop.
 SLOT_WAIT = 0.1
 
 
-def strict_order(queues: Sequence[str]) -> list[str]:
-    """The FETCH order for strict queues: always the order given."""
-    return list(queues)
+class FetchPipeline:
+    """One fetcher's connection and the FETCHes in flight on it; every FETCH in flight holds a slot.
 
-
-def weighted_order(queues: Sequence[str], weights: Sequence[int], rng: Random) -> list[str]:
-    """A random FETCH order in which each queue comes first with a probability proportional to its weight.
-
-    Weighted sampling without replacement (Efraimidis and Spirakis): each queue draws ``u ** (1 / weight)``
-    for a uniform ``u``, and the queues are ordered by their draws, largest first. Every queue is always in
-    the result.
-    """
-    keyed = [(rng.random() ** (1.0 / weight), name) for name, weight in zip(queues, weights, strict=True)]
-    keyed.sort(reverse=True)
-    return [name for _, name in keyed]
-
-
-@dataclass(frozen=True, slots=True)
-class QueuePlan:
-    """The queues a worker fetches from, and how it orders them.
+    Args:
+        connect: Opens a new connection carrying the worker's wid.
+        plan: The queues and their order.
+        handoff: Where slots come from.
+        depth: The most FETCHes in flight at once.
 
     Attributes:
-        queues: The queue names, in the order given.
-        weights: One positive weight per queue for weighted random order; ``None`` for strict order.
+        in_flight: FETCHes sent whose replies have not been read.
+        window: FETCHes it may have in flight now: 1, or ``depth`` after :data:`WARM_UP` jobs in a row.
     """
 
-    queues: tuple[str, ...]
-    weights: tuple[int, ...] | None = None
+    def __init__(self, connect: Callable[[], Connection], plan: QueuePlan, handoff: HandOff, depth: int) -> None:
+        self._connect = connect
+        self._plan = plan
+        self._handoff = handoff
+        self._depth = depth
+        self._rng = Random()
+        self._connection: Connection | None = None
+        self.in_flight = 0
+        self.window = 1
+        self._streak = 0
 
-    @property
-    def weighted(self) -> bool:
-        """Whether each FETCH draws a weighted random order."""
-        return self.weights is not None
+    def top_up(self, slot_wait: float) -> None:
+        """Send FETCHes (in one write) until ``window`` are in flight or no slot is free.
 
-    def order(self, rng: Random) -> list[str]:
-        """The queues for the next FETCH, in the order to name them."""
-        if self.weights is None:
-            return strict_order(self.queues)
-        return weighted_order(self.queues, self.weights, rng)
+        With none in flight it waits up to ``slot_wait`` s for a first slot; otherwise it takes only free ones.
+
+        Raises:
+            FaktoryConnectionError: The connection could not be opened or written to (nothing is in flight then).
+        """
+        wanted = self.window - self.in_flight
+        taken = self._handoff.acquire(slot_wait if self.in_flight == 0 else 0.0, wanted)
+        if not taken:
+            return
+        try:
+            if self._connection is None or self._connection.broken:
+                self._connection = self._connect()
+            self._connection.send(b"".join(self._plan.fetch_line(self._rng) for _ in range(taken)))
+        except BaseException:
+            self._handoff.release(taken)
+            raise
+        self.in_flight += taken
+
+    def receive(self) -> dict[str, Any] | None:
+        """Read the reply of the oldest FETCH in flight: the job's payload (which keeps its slot), or ``None``.
+
+        Raises:
+            FaktoryConnectionError, MalformedReply: The connection failed; call :meth:`reset`.
+            ServerError: The server answered this FETCH with an error; the connection stays usable unless the
+                error is one after which the server closes it (then the pipeline is reset).
+        """
+        connection = self._connection
+        if connection is None or not self.in_flight:
+            raise RuntimeError("receive() needs a FETCH in flight")
+        reply = connection.read_reply()
+        self.in_flight -= 1
+        try:
+            text = expect_text(reply)
+        except BaseException:
+            self._handoff.release()
+            self._cool_down()
+            if connection.broken:  # an error after which the server closes: the FETCHes behind it are gone
+                self.reset()
+            raise
+        payload = _job_payload(text)
+        if payload is None:
+            self._handoff.release()
+            if not text:
+                self._cool_down()  # the queues ran dry: one blocking FETCH at a time again
+            return None
+        self._streak += 1
+        if self._streak >= WARM_UP:
+            self.window = self._depth
+        return payload
+
+    def _cool_down(self) -> None:
+        self._streak = 0
+        self.window = 1
+
+    def reset(self) -> None:
+        """Close the connection (after a failure, or at the end) and free the slots of the FETCHes in flight on it.
+
+        A job the server had already reserved for one of those FETCHes comes back when its reservation expires.
+        """
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        if self.in_flight:
+            self._handoff.release(self.in_flight)
+            self.in_flight = 0
+        self._cool_down()
 
 
-def parse_queues(spec: QueueSpec) -> QueuePlan:
-    """Read a ``queues`` option.
-
-    * A sequence of names (``["critical", "default"]``): strict order.
-    * A mapping of names to weights (``{"critical": 3, "default": 1}``): weighted order.
-    * A sequence in which some entries are ``"name,weight"`` (``["critical,3", "default"]``): weighted order,
-      a name without a weight weighing 1.
-
-    Raises:
-        ConfigurationError: No queue, a name Faktory refuses, a repeated name, or a weight that is not a
-            positive integer.
-    """
-    if isinstance(spec, str):
-        raise ConfigurationError(f"queues must be a sequence or a mapping of names, not the string {spec!r}")
-    pairs: list[tuple[str, int | None]] = []
-    if isinstance(spec, Mapping):
-        pairs = [(name, _weight(name, weight)) for name, weight in spec.items()]
-    else:
-        for entry in spec:
-            name, comma, weight = str(entry).partition(",")
-            pairs.append((name.strip(), _weight(name, weight.strip()) if comma else None))
-    if not pairs:
-        raise ConfigurationError("a worker needs at least one queue")
-    names = tuple(name for name, _ in pairs)
-    for name in names:
-        problem = queue_name_problem(name)
-        if problem is not None:
-            raise ConfigurationError(problem)
-    if len(set(names)) != len(names):
-        raise ConfigurationError(f"queues repeat a name: {list(names)}")
-    if isinstance(spec, Mapping) or any(weight is not None for _, weight in pairs):
-        return QueuePlan(names, tuple(1 if weight is None else weight for _, weight in pairs))
-    return QueuePlan(names)
-
-
-def _weight(name: str, value: object) -> int:
+def _job_payload(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
     try:
-        weight = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else 0
+        payload = loads(text)
     except ValueError:
-        weight = 0
-    if weight < 1:
-        raise ConfigurationError(f"the weight of queue {name!r} must be a positive integer, got {value!r}")
-    return weight
+        payload = None
+    if not isinstance(payload, dict):
+        log.error("FETCH returned a job that is not a JSON object; it stays reserved until it expires: %r", text)
+        return None
+    return payload
 
 
 class FetchLoop:
@@ -134,6 +161,7 @@ class FetchLoop:
         handoff: Where slots come from.
         deliver: Takes each fetched job's payload, with the slot it was fetched with.
         count: How many fetcher threads (and connections).
+        depth: The most FETCHes each thread keeps in flight on its connection.
     """
 
     def __init__(
@@ -144,12 +172,14 @@ class FetchLoop:
         deliver: Callable[[dict[str, Any]], None],
         *,
         count: int,
+        depth: int = DEFAULT_FETCH_DEPTH,
         name_prefix: str = "faktory-fetch",
     ) -> None:
         self._connect = connect
         self._plan = plan
         self._handoff = handoff
         self._deliver = deliver
+        self._depth = depth
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._running = count
@@ -168,7 +198,7 @@ class FetchLoop:
             thread.start()
 
     def stop(self) -> None:
-        """FETCH no more: each thread ends after the FETCH it is in."""
+        """FETCH no more: each thread reads the replies of the FETCHes it has in flight and ends."""
         self._stopping.set()
 
     def join(self, timeout: float) -> bool:
@@ -178,52 +208,46 @@ class FetchLoop:
                 thread.join(timeout)
         return not self.alive
 
+    def _ending(self) -> bool:
+        return self._stopping.is_set() or self._handoff.closed
+
     def _run(self) -> None:
-        rng = Random()
+        pipeline = FetchPipeline(self._connect, self._plan, self._handoff, self._depth)
         backoff = Backoff()
-        connection: Connection | None = None
         try:
-            while not self._stopping.is_set() and not self._handoff.closed:
-                if not self._handoff.acquire(SLOT_WAIT):
-                    continue
-                payload: dict[str, Any] | None = None
+            while True:
+                ending = self._ending()
+                if ending and pipeline.in_flight == 0:
+                    return
                 try:
-                    if self._stopping.is_set():
+                    if not ending:
+                        pipeline.top_up(SLOT_WAIT)
+                    if pipeline.in_flight == 0:
                         continue
-                    if connection is None or connection.broken:
-                        connection = self._connect()
-                    payload = self._fetch(connection, rng)
+                    payload = pipeline.receive()
                     backoff.reset()
-                except (FaktoryConnectionError, MalformedReply, ServerError) as exc:
-                    if connection is not None:
-                        connection.close()
-                        connection = None
+                except ServerError as exc:  # the connection stays usable: back off once nothing is in flight
                     delay = backoff.next_delay()
-                    log.warning("FETCH failed (%s); retrying in %.1f s", exc, delay)
-                    self._stopping.wait(delay)
-                finally:
-                    if payload is None:
-                        self._handoff.release()
+                    log.warning("FETCH failed (%s); %d FETCHes in flight", exc, pipeline.in_flight)
+                    if pipeline.in_flight == 0:
+                        self._stopping.wait(delay)
+                    continue
+                except (FaktoryConnectionError, MalformedReply) as exc:
+                    pipeline.reset()
+                    self._stopping.wait(self._retry_delay(backoff, exc))
+                    continue
                 if payload is not None:
                     self._deliver(payload)
         finally:
-            if connection is not None:
-                connection.close()
+            pipeline.reset()
             with self._lock:
                 self._running -= 1
                 last = self._running == 0
             if last:
                 log.info("fetching stopped: all %d fetchers ended", len(self._threads))
 
-    def _fetch(self, connection: Connection, rng: Random) -> dict[str, Any] | None:
-        text = expect_text(connection.request(commands.fetch(*self._plan.order(rng))))
-        if not text:
-            return None
-        try:
-            payload = loads(text)
-        except ValueError:
-            payload = None
-        if not isinstance(payload, dict):
-            log.error("FETCH returned a job that is not a JSON object; it stays reserved until it expires: %r", text)
-            return None
-        return payload
+    @staticmethod
+    def _retry_delay(backoff: Backoff, exc: Exception) -> float:
+        delay = backoff.next_delay()
+        log.warning("FETCH failed (%s); retrying in %.1f s", exc, delay)
+        return delay

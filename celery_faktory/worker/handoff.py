@@ -1,6 +1,6 @@
 """Between the fetchers and the job threads: :class:`HandOff` counts slots and tracks every fetched job.
 
-A fetcher takes a slot before each FETCH and gives it back when the FETCH brings nothing; a fetched job keeps
+A fetcher takes a slot before each FETCH it sends and gives it back when the FETCH brings nothing; a fetched job keeps
 its slot until it has finished. With ``capacity`` equal to the worker's concurrency, jobs fetched and reserved
 on the server never outnumber the threads that can run them, so prefetching never lets a reservation run out
 while the job waits.
@@ -86,24 +86,30 @@ class HandOff:
         with self._condition:
             return self._closed
 
-    def acquire(self, timeout: float) -> bool:
-        """Take a slot for one FETCH, waiting up to ``timeout`` s; False when none came free (or closed)."""
+    def acquire(self, timeout: float, most: int = 1) -> int:
+        """Take up to ``most`` slots, waiting up to ``timeout`` s for the first; how many were taken (0: none).
+
+        Nothing is taken once the hand-off is closed.
+        """
+        if most <= 0:
+            return 0
         deadline = time.monotonic() + timeout
         with self._condition:
             while self._free <= 0 and not self._closed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return False
+                    return 0
                 self._condition.wait(remaining)
             if self._closed:
-                return False
-            self._free -= 1
-            return True
+                return 0
+            taken = min(most, self._free)
+            self._free -= taken
+            return taken
 
-    def release(self) -> None:
-        """Give back a slot whose FETCH brought no job (or whose job was not admitted)."""
+    def release(self, count: int = 1) -> None:
+        """Give back ``count`` slots whose FETCHes brought no job (or whose jobs were not admitted)."""
         with self._condition:
-            self._free += 1
+            self._free += count
             self._condition.notify_all()
 
     def admit(self, context: JobContext) -> Entry | None:

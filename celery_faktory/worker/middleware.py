@@ -60,6 +60,8 @@ class MiddlewareChain:
         """Run ``final`` (the job itself) inside every middleware, outermost first; return its result."""
         with self._lock:
             items = tuple(self._items)
+        if not items:
+            return final()
 
         def call(index: int) -> Any:
             if index == len(items):

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from celery_faktory.errors import ConfigurationError
-from celery_faktory.worker.fetch import QueuePlan, QueueSpec, parse_queues
+from celery_faktory.worker.fetch import DEFAULT_FETCH_DEPTH
+from celery_faktory.worker.queues import QueuePlan, QueueSpec, parse_queues
 
 __all__ = [
     "DEFAULT_BEAT_INTERVAL",
@@ -50,6 +51,7 @@ class WorkerOptions:
         queues: The queues and their FETCH order.
         labels: Shown on the server's Busy page.
         fetchers: Fetcher threads, each with its own connection.
+        fetch_depth: FETCHes each fetcher keeps in flight on its connection at most (pipelined).
     """
 
     wid: str
@@ -59,6 +61,7 @@ class WorkerOptions:
     queues: QueuePlan
     labels: tuple[str, ...]
     fetchers: int
+    fetch_depth: int = DEFAULT_FETCH_DEPTH
 
     def __post_init__(self) -> None:
         if not self.wid or any(char.isspace() for char in self.wid):
@@ -67,6 +70,8 @@ class WorkerOptions:
             raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
         if self.fetchers < 1:
             raise ConfigurationError(f"fetchers must be at least 1, got {self.fetchers}")
+        if self.fetch_depth < 1:
+            raise ConfigurationError(f"fetch_depth must be at least 1, got {self.fetch_depth}")
         if self.shutdown_timeout < 0:
             raise ConfigurationError(f"shutdown_timeout must not be negative, got {self.shutdown_timeout}")
         if self.beat_interval <= 0:
@@ -83,6 +88,7 @@ class WorkerOptions:
         queues: QueueSpec,
         labels: Sequence[str],
         fetchers: int | None,
+        fetch_depth: int = DEFAULT_FETCH_DEPTH,
     ) -> WorkerOptions:
         """Validate the keyword options of ``Worker``; ``None`` picks the default (a new wid, fetchers).
 
@@ -97,4 +103,5 @@ class WorkerOptions:
             queues=parse_queues(queues),
             labels=tuple(labels),
             fetchers=default_fetchers(concurrency) if fetchers is None else fetchers,
+            fetch_depth=fetch_depth,
         )

@@ -1,8 +1,8 @@
 """Which function runs which jobtype: :class:`Registry`, the default :data:`registry` and :func:`register`.
 
 A function is inspected once, when it is registered: a keyword-only parameter named ``job`` means it wants the
-:class:`~celery_faktory.worker.context.JobContext`, and its signature is kept to check each job's args before
-the call, so a job with the wrong number of args fails with a message naming the jobtype. Imports only
+:class:`~celery_faktory.worker.context.JobContext`, and its signature is kept to explain a call whose args do
+not fit, so a job with the wrong number of args fails with a message naming the jobtype. Imports only
 :mod:`celery_faktory.errors` and the worker's context.
 """
 
@@ -33,7 +33,7 @@ class Handler:
         jobtype: The jobtype it runs.
         function: The function; it may be ``async def`` (or return an awaitable).
         wants_job: Whether it declares a keyword-only ``job`` parameter (it then gets the job's context).
-        signature: Its signature, to check args before calling; ``None`` when it cannot be inspected.
+        signature: Its signature, to explain args that do not fit it; ``None`` when it cannot be inspected.
     """
 
     jobtype: str
@@ -62,13 +62,18 @@ class Handler:
         if not isinstance(args, list):
             raise TypeError(f"job {self.jobtype}: args must be a JSON array, got {type(args).__name__}")
         kwargs: dict[str, Any] = {"job": context} if self.wants_job else {}
-        if self.signature is not None:
-            try:
-                self.signature.bind(*args, **kwargs)
-            except TypeError as exc:
-                shape = _bare(self.signature)
-                raise TypeError(f"job {self.jobtype}{shape} cannot take args {args!r}: {exc}") from None
-        return self.function(*args, **kwargs)
+        try:
+            return self.function(*args, **kwargs)
+        except TypeError:
+            # Binding is checked only now, which costs nothing on the common path: Python checks the
+            # arguments before the function's body runs, so args that do not fit never ran any job code.
+            if self.signature is not None:
+                try:
+                    self.signature.bind(*args, **kwargs)
+                except TypeError as exc:
+                    shape = _bare(self.signature)
+                    raise TypeError(f"job {self.jobtype}{shape} cannot take args {args!r}: {exc}") from None
+            raise
 
 
 def _bare(signature: inspect.Signature) -> inspect.Signature:

@@ -2,9 +2,10 @@
 
 Threads and connections (each connection carries the worker's wid):
 
-* ``faktory-fetch-N`` (``fetchers`` of them): one connection each, one blocking FETCH at a time, only while the
-  hand-off has a free slot (``concurrency`` slots, held by every job from FETCH until it finishes);
-* ``faktory-job_N`` (``concurrency`` of them, a :class:`~concurrent.futures.ThreadPoolExecutor`): run jobs;
+* ``faktory-fetch-N`` (``fetchers`` of them): one connection each, with up to ``fetch_depth`` FETCHes pipelined
+  on it while the queues hold jobs (one blocking FETCH when they are empty), each sent only with a free slot of
+  the hand-off (``concurrency`` slots, held by every job from FETCH until it finishes);
+* ``faktory-job_N`` (``concurrency`` of them, :class:`~celery_faktory.worker.job_threads.JobThreads`): run jobs;
 * ``faktory-asyncio``: the event loop that ``async def`` jobs run on, started on first use;
 * ``faktory-report``: its own connection; ACK and FAIL, batched and pipelined;
 * ``faktory-heartbeat``: its own connection; BEAT every ``beat_interval``;
@@ -28,21 +29,20 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from random import Random
 from typing import Any
 
 from celery_faktory.client.connection import Connection, expect_text
 from celery_faktory.config import ClientConfig
-from celery_faktory.protocol import commands
 from celery_faktory.protocol.encoding import loads
 from celery_faktory.worker import signals
 from celery_faktory.worker.context import JobContext, in_job
 from celery_faktory.worker.executor import JobExecutor, shutdown_report
-from celery_faktory.worker.fetch import FetchLoop, QueueSpec
+from celery_faktory.worker.fetch import DEFAULT_FETCH_DEPTH, FetchLoop
 from celery_faktory.worker.handoff import Entry, HandOff
 from celery_faktory.worker.heartbeat import Heartbeat
+from celery_faktory.worker.job_threads import JobThreads
 from celery_faktory.worker.loop import EventLoopThread
 from celery_faktory.worker.middleware import Middleware, MiddlewareChain
 from celery_faktory.worker.options import (
@@ -51,6 +51,7 @@ from celery_faktory.worker.options import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     WorkerOptions,
 )
+from celery_faktory.worker.queues import QueueSpec
 from celery_faktory.worker.registry import Registry
 from celery_faktory.worker.registry import registry as default_registry
 from celery_faktory.worker.reporter import Report, Reporter
@@ -104,6 +105,8 @@ class Worker:
         registry: Where job functions are looked up; default the module-level registry that
             :func:`~celery_faktory.worker.register` fills.
         fetchers: Fetcher threads (connections); default ``concurrency // 8`` between 1 and 4.
+        fetch_depth: FETCHes each fetcher keeps in flight at most; default 4. A stop right after the queues ran
+            dry waits for up to this many FETCH blocks (2 s each on Faktory); 1 never pipelines.
         config: A ready :class:`ClientConfig`; ``url`` is then ignored and ``options`` change it.
         **options: Any :class:`ClientConfig` field (``password``, ``tls``, ``read_timeout`` ...).
 
@@ -130,6 +133,7 @@ class Worker:
         middleware: Iterable[Middleware] | MiddlewareChain = (),
         registry: Registry | None = None,
         fetchers: int | None = None,
+        fetch_depth: int = DEFAULT_FETCH_DEPTH,
         config: ClientConfig | None = None,
         **options: Any,
     ) -> None:
@@ -145,6 +149,7 @@ class Worker:
             queues=queues,
             labels=self.config.labels if labels is None else labels,
             fetchers=fetchers,
+            fetch_depth=fetch_depth,
         )
         self.middleware = middleware if isinstance(middleware, MiddlewareChain) else MiddlewareChain(middleware)
         self.registry = default_registry if registry is None else registry
@@ -169,9 +174,14 @@ class Worker:
             on_terminate=self._terminated_by_server,
         )
         self._fetch_loop = FetchLoop(
-            self._connect, self.options.queues, self._handoff, self._deliver, count=self.options.fetchers
+            self._connect,
+            self.options.queues,
+            self._handoff,
+            self._deliver,
+            count=self.options.fetchers,
+            depth=self.options.fetch_depth,
         )
-        self._pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="faktory-job")
+        self._job_threads = JobThreads(self.options.concurrency, self._execute)
         self._inline: Connection | None = None
         self._shutdown_thread: threading.Thread | None = None
 
@@ -194,7 +204,7 @@ class Worker:
 
     @property
     def fetching(self) -> bool:
-        """Whether a fetcher thread is still running (False once quiet or stopped and its FETCH returned)."""
+        """Whether a fetcher thread is still running (False once quiet or stopped and its FETCHes returned)."""
         return self._fetch_loop.alive
 
     @property
@@ -237,6 +247,7 @@ class Worker:
                 self._finished.set()
                 raise
             self._reporter.start()
+            self._job_threads.start()
             self._fetch_loop.start()
         plan = self.options.queues
         log.info(
@@ -331,7 +342,7 @@ class Worker:
             log.error("a fetcher is still waiting for its FETCH; its job will come back when its reservation expires")
         self._reporter.close(FLUSH_TIMEOUT)
         self._heartbeat.stop()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._job_threads.shutdown()
         self._loop.stop()
         self._finished.set()
         log.info("worker %s stopped", self.wid)
@@ -355,7 +366,6 @@ class Worker:
         if connection is not None:
             connection.close()
         self._reporter.close(FLUSH_TIMEOUT)
-        self._pool.shutdown(wait=False)
         self._loop.stop()
 
     # -- jobs ------------------------------------------------------------------------------------------
@@ -374,7 +384,7 @@ class Worker:
             log.warning("job %s %s fetched while stopping; FAILing it", context.jobtype, context.jid)
             self._reporter.put(shutdown_report(context, NEVER_STARTED_MESSAGE))
             return
-        self._pool.submit(self._execute, entry)
+        self._job_threads.submit(entry)
 
     def _execute(self, entry: Entry) -> None:
         if not self._handoff.begin(entry):
@@ -408,7 +418,7 @@ class Worker:
             while True:
                 if self._inline is None or self._inline.broken:
                     self._inline = self._connect()
-                text = expect_text(self._inline.request(commands.fetch(*self.options.queues.order(self._rng))))
+                text = expect_text(self._inline.request(self.options.queues.fetch_line(self._rng)))
                 if text:
                     break
                 if time.monotonic() >= deadline:
