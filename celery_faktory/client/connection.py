@@ -28,7 +28,7 @@ from celery_faktory.errors import (
 )
 from celery_faktory.protocol import commands
 from celery_faktory.protocol.handshake import hello_payload, parse_greeting
-from celery_faktory.protocol.replies import NEED_DATA, Bulk, Error, Reply, ReplyParser, Simple
+from celery_faktory.protocol.replies import NEED_DATA, Bulk, Error, NeedData, Reply, ReplyParser, Simple
 
 __all__ = ["Connection", "expect_ok", "expect_text"]
 
@@ -153,16 +153,9 @@ class Connection:
 
     def read_reply(self) -> Reply:
         """Read the next reply."""
-        parser = self._parser
         while True:
-            try:
-                reply = parser.next_reply()
-            except MalformedReply:
-                self.broken = True
-                raise
+            reply = self._parsed()
             if reply is not NEED_DATA:
-                if isinstance(reply, Error) and reply.message.startswith(_CLOSING_ERRORS):
-                    self.broken = True
                 return reply
             try:
                 data = self._sock.recv(_RECV_SIZE)
@@ -174,10 +167,52 @@ class Connection:
             except OSError as exc:
                 self.broken = True
                 raise ConnectionLost(f"reading from {self.config.safe_url} failed: {exc}") from exc
-            if not data:
-                self.broken = True
-                raise ConnectionLost(f"{self.config.safe_url} closed the connection")
-            parser.feed(data)
+            self._received(data)
+
+    def read_nowait(self) -> Reply | None:
+        """The next reply if the bytes that already arrived complete it, else ``None``; never waits.
+
+        For event loops that watch :meth:`fileno`. Raises like :meth:`read_reply`.
+        """
+        sock = self._sock
+        sock.setblocking(False)
+        try:
+            while True:
+                reply = self._parsed()
+                if reply is not NEED_DATA:
+                    return reply
+                try:
+                    data = sock.recv(_RECV_SIZE)
+                except (BlockingIOError, ssl.SSLWantReadError):
+                    return None
+                except OSError as exc:
+                    self.broken = True
+                    raise ConnectionLost(f"reading from {self.config.safe_url} failed: {exc}") from exc
+                self._received(data)
+        finally:
+            if not self.broken:
+                sock.settimeout(self.config.read_timeout)
+
+    def fileno(self) -> int:
+        """The socket's file descriptor (for an event loop to watch)."""
+        return self._sock.fileno()
+
+    def _parsed(self) -> Reply | NeedData:
+        """The next complete reply from the bytes received so far, or ``NEED_DATA``."""
+        try:
+            reply = self._parser.next_reply()
+        except MalformedReply:
+            self.broken = True
+            raise
+        if isinstance(reply, Error) and reply.message.startswith(_CLOSING_ERRORS):
+            self.broken = True
+        return reply
+
+    def _received(self, data: bytes) -> None:
+        if not data:
+            self.broken = True
+            raise ConnectionLost(f"{self.config.safe_url} closed the connection")
+        self._parser.feed(data)
 
     def wait_readable(self, timeout: float) -> bool:
         """Whether reply bytes are ready to read now, or become ready within ``timeout`` seconds.

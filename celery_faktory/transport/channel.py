@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import ssl
 import threading
 import time
 import uuid
@@ -39,8 +38,8 @@ from kombu.transport import virtual
 from celery_faktory.client import Client, Connection
 from celery_faktory.client.connection import expect_ok, expect_text
 from celery_faktory.config import ClientConfig
-from celery_faktory.errors import ConnectionLost, FaktoryConnectionError, FaktoryTimeout, MalformedReply, ServerError
-from celery_faktory.protocol import NEED_DATA, Reply, commands, loads
+from celery_faktory.errors import FaktoryConnectionError, FaktoryTimeout, MalformedReply, ServerError
+from celery_faktory.protocol import Reply, commands, loads
 from celery_faktory.transport import codec
 from celery_faktory.transport.options import OPTION_NAMES, TransportOptions
 
@@ -105,49 +104,6 @@ _FetchResult = tuple[dict[str, Any] | None, dict[str, str]]
 
 #: Most ACKs on the FETCH line whose replies are unread (a consumer that acks without fetching again).
 _MOST_UNREAD_ACKS = 1000
-#: Most bytes read from the FETCH socket per ``recv`` while the event loop reads without blocking.
-_RECV_SIZE = 64 * 1024
-
-
-class _FetchConnection(Connection):
-    """A FETCH connection that the event loop can poll: its file descriptor and a read that never waits."""
-
-    def fileno(self) -> int:
-        """The socket's file descriptor."""
-        return self._sock.fileno()
-
-    def read_nowait(self) -> Reply | None:
-        """The next reply if the bytes that already arrived complete it, else ``None`` (nothing waits).
-
-        Raises:
-            ConnectionLost: The server closed the connection, or reading failed (the connection is broken).
-            MalformedReply: The server sent something that is not a reply (the connection is broken).
-        """
-        sock = self._sock
-        sock.setblocking(False)
-        try:
-            while True:
-                try:
-                    reply = self._parser.next_reply()
-                except MalformedReply:
-                    self.broken = True
-                    raise
-                if reply is not NEED_DATA:
-                    return reply
-                try:
-                    data = sock.recv(_RECV_SIZE)
-                except (BlockingIOError, ssl.SSLWantReadError):
-                    return None
-                except OSError as exc:
-                    self.broken = True
-                    raise ConnectionLost(f"reading from {self.config.safe_url} failed: {exc}") from exc
-                if not data:
-                    self.broken = True
-                    raise ConnectionLost(f"{self.config.safe_url} closed the connection")
-                self._parser.feed(data)
-        finally:
-            if not self.broken:
-                sock.settimeout(self.config.read_timeout)
 
 
 class _FetchLine:
@@ -161,7 +117,7 @@ class _FetchLine:
 
     def __init__(self, config: ClientConfig) -> None:
         self._config = config
-        self._connection: _FetchConnection | None = None
+        self._connection: Connection | None = None
         self._plan: dict[str, str] | None = None
         self._sent_at = 0.0
         #: The jids of the ACKs sent on this connection whose replies are not read yet, oldest first.
@@ -236,7 +192,7 @@ class _FetchLine:
             raise
 
     @property
-    def connection(self) -> _FetchConnection | None:
+    def connection(self) -> Connection | None:
         """The open FETCH connection, if any (a new one replaces a broken one at the next :meth:`send`)."""
         return self._connection
 
@@ -244,7 +200,7 @@ class _FetchLine:
         """Send ``FETCH`` over the plan's Faktory queues, in order."""
         if self._connection is None or self._connection.broken:
             self._drop()
-            self._connection = _FetchConnection(self._config)
+            self._connection = Connection(self._config)
         try:
             self._connection.send(commands.fetch(*(queue for queue, _ in plan)))
         except BaseException:
@@ -656,7 +612,7 @@ class Channel(_VirtualChannel):  # type: ignore[misc]
 
     # -- the event loop (Celery's asynloop): see Transport.register_with_event_loop ------------------------
 
-    def poll_start(self) -> _FetchConnection | None:
+    def poll_start(self) -> Connection | None:
         """Send a FETCH when none is pending, a consumer wants messages and QoS allows one more.
 
         Called by the event loop before each poll. Returns the FETCH connection whose socket the loop must
