@@ -28,7 +28,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from random import Random
 from typing import Any
@@ -38,6 +38,7 @@ from celery_faktory.config import ClientConfig
 from celery_faktory.protocol.encoding import loads
 from celery_faktory.worker import signals
 from celery_faktory.worker.context import JobContext, in_job
+from celery_faktory.worker.events import LifecycleEvent, LifecycleEvents
 from celery_faktory.worker.executor import JobExecutor, shutdown_report
 from celery_faktory.worker.fetch import DEFAULT_FETCH_DEPTH, FetchLoop
 from celery_faktory.worker.handoff import Entry, HandOff
@@ -184,6 +185,7 @@ class Worker:
         self._job_threads = JobThreads(self.options.concurrency, self._execute)
         self._inline: Connection | None = None
         self._shutdown_thread: threading.Thread | None = None
+        self._events = LifecycleEvents()
 
     # -- state -----------------------------------------------------------------------------------------
 
@@ -225,6 +227,20 @@ class Worker:
     def _connect(self) -> Connection:
         return Connection(self.config, wid=self.options.wid, labels=self.options.labels)
 
+    # -- lifecycle events ------------------------------------------------------------------------------
+
+    def on(self, event: LifecycleEvent, callback: Callable[[Worker], object]) -> Callable[[Worker], object]:
+        """Call ``callback(worker)`` on a lifecycle event; returns ``callback``.
+
+        The events are ``"startup"``, ``"quiet"``, ``"shutdown"`` and ``"stopped"``, each fired once (see
+        :mod:`celery_faktory.worker.events`).
+
+        Raises:
+            ValueError: An unknown event name.
+        """
+        self._events.add(event, callback)
+        return callback
+
     # -- lifecycle -------------------------------------------------------------------------------------
 
     def start(self) -> Worker:
@@ -259,6 +275,7 @@ class Worker:
             self.options.concurrency,
             self.options.fetchers,
         )
+        self._events.fire("startup", self)
         return self
 
     def work(self) -> None:
@@ -289,6 +306,7 @@ class Worker:
         log.info("worker %s is quiet: fetching stops, %d jobs still running", self.wid, self.in_progress)
         self._fetch_loop.stop()
         self._heartbeat.wake()
+        self._events.fire("quiet", self)
 
     def stop(self, *, wait: bool = True, timeout: float | None = None) -> None:
         """Stop the worker (see the module's description of the sequence).
@@ -333,6 +351,7 @@ class Worker:
         log.info("worker %s stopping: %d jobs running", self.wid, self.in_progress)
         self._heartbeat.wake()
         self._fetch_loop.stop()
+        self._events.fire("shutdown", self)
         for entry in self._handoff.close():
             log.warning("job %s %s never started; FAILing it", entry.context.jobtype, entry.context.jid)
             self._reporter.put(shutdown_report(entry.context, NEVER_STARTED_MESSAGE))
@@ -344,6 +363,7 @@ class Worker:
         self._heartbeat.stop()
         self._job_threads.shutdown()
         self._loop.stop()
+        self._events.fire("stopped", self)
         self._finished.set()
         log.info("worker %s stopped", self.wid)
 
