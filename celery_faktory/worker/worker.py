@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 NEVER_STARTED_MESSAGE = "worker shutting down: job never started"
 #: Seconds the stop sequence keeps trying to deliver the last ACK/FAILs to an unreachable server.
 FLUSH_TIMEOUT = 5.0
+#: Seconds a FETCH waits on the server for a job before answering nothing (Faktory's own, fixed).
+FETCH_BLOCK = 2.0
 #: Seconds between checks of the stop flag while :meth:`Worker.work` waits (so signals are handled promptly).
 WAIT_SLICE = 0.5
 
@@ -357,7 +359,9 @@ class Worker:
             self._reporter.put(shutdown_report(entry.context, NEVER_STARTED_MESSAGE))
         if not self._handoff.wait_idle(lambda: self._deadline):
             self._abandon_running()
-        if not self._fetch_loop.join(self.config.read_timeout + 1):
+        # Every FETCH in flight is read to its end: up to fetch_depth server blocks, the last within read_timeout.
+        fetch_wait = self.config.read_timeout + FETCH_BLOCK * (self.options.fetch_depth - 1) + 1
+        if not self._fetch_loop.join(fetch_wait):
             log.error("a fetcher is still waiting for its FETCH; its job will come back when its reservation expires")
         self._reporter.close(FLUSH_TIMEOUT)
         self._heartbeat.stop()

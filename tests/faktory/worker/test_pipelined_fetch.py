@@ -210,3 +210,31 @@ def test_an_error_reply_to_a_fetch_in_flight_loses_no_job(
         wait_until(settled, timeout=20)
     assert "simulated FETCH failure" in caplog.text
     assert not worker.stopped
+
+
+@pytest.mark.faktory_server_only
+def test_stop_reads_a_deep_window_to_its_end_even_past_the_read_timeout(
+    faktory_server_factory: Callable[..., FaktoryServer],
+    registry: Registry,
+    make_worker: WorkerFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Six FETCHes of 1 s in flight outlast read_timeout + 1: the stop still reads them all and FAILs back the
+    jobs they bring, instead of leaving those reserved until their reservations expire."""
+    server = faktory_server_factory(config=ServerConfig.fast(fetch_timeout=1.0))
+    queue = unique("deep")
+    registry.add("noop", lambda n: None)
+    worker = make_worker(url=server.url, queues=(queue,), concurrency=8, fetchers=1, fetch_depth=6, read_timeout=2.5)
+    worker.start()
+    with Client(server.url) as client, caplog.at_level(logging.WARNING, logger="celery_faktory.worker"):
+        push_jobs(client, queue, "noop", 200)
+        wait_until(lambda: worker.stats().acked == 200)  # the window is open and the queue just ran dry
+        worker.stop(wait=False)
+        time.sleep(4.0)  # past read_timeout + 1: FETCHes are still in flight
+        late = push_jobs(client, queue, "noop", 2)
+        assert worker.join(timeout=15)
+    assert "still waiting for its FETCH" not in caplog.text
+    assert not [job for job in server.jobs("working") if job["queue"] == queue]  # nothing left reserved
+    failed_back = {job["jid"] for job in server.jobs("retries") if job["queue"] == queue}
+    waiting = {job["jid"] for job in server.queue(queue)}
+    assert failed_back | waiting == set(late)
