@@ -158,7 +158,8 @@ class Client:
             window: PUSH commands per write.
             connections: Spread the windows over up to this many pooled connections, which the server works on
                 in parallel; jobs of different windows may then be enqueued out of order. With 1 (the default)
-                they go in order over one connection.
+                they go in order over one connection (a window sent again after a connection failure may land
+                after the next one).
         """
         rejected: dict[str, str] = {}
         for jids, replies in self._pipelined(self._push_windows(jobs, window, rejected), connections):
@@ -189,13 +190,10 @@ class Client:
     def _pipelined(self, batches: Iterable[Batch[_K]], connections: int) -> Iterator[tuple[_K, list[Reply]]]:
         """Each batch's replies, its lines pipelined in one write; sent again on a new connection after a failure.
 
-        With ``connections`` above 1 the batches are fanned out over that many pooled connections at once.
+        The batches are fanned out over up to ``connections`` pooled connections, each carrying the next batch
+        while the server works on the one before, so building a batch costs no round trip.
         """
-        if connections <= 1:
-            for key, lines in batches:
-                yield key, self._run(_pipeline(lines), retry=True)
-            return
-        with contextlib.closing(fan_out(self._pool, batches, width=connections)) as answers:
+        with contextlib.closing(fan_out(self._pool, batches, width=max(1, connections))) as answers:
             for (key, lines), answer in answers:
                 if isinstance(answer, list):
                     yield key, answer
@@ -220,16 +218,12 @@ class Client:
                 may then hold some jobs twice); ``False`` raises instead.
             connections: Send chunks over up to this many pooled connections at once, which the server works
                 on in parallel; chunks may then be enqueued out of order. With 1 (the default) they go one
-                after another, in order.
+                after another, in order (a chunk sent again after a connection failure may land after the next).
         """
         rejected: dict[str, str] = {}
         lines = (line for chunk in _chunks(jobs, chunk_size) if (line := self._bulk_line(chunk, rejected)))
-        if connections <= 1:
-            for line in lines:
-                rejected.update(_bulk_result(self.request(line, retry=retry)))
-            return rejected
         batches = ((line, [line]) for line in lines)
-        with contextlib.closing(fan_out(self._pool, batches, width=connections)) as answers:
+        with contextlib.closing(fan_out(self._pool, batches, width=max(1, connections))) as answers:
             for (line, _), answer in answers:
                 if isinstance(answer, list):
                     reply = answer[0]

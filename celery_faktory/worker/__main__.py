@@ -119,7 +119,7 @@ def _import(modules: Sequence[str]) -> None:
     "--fetchers",
     type=click.IntRange(min=1),
     default=None,
-    help="Fetcher connections; default concurrency // 8, between 1 and 4.",
+    help="Fetcher connections; default concurrency // 5, between 1 and 4.",
 )
 @click.option(
     "--fetch-depth",
@@ -127,6 +127,12 @@ def _import(modules: Sequence[str]) -> None:
     default=DEFAULT_FETCH_DEPTH,
     show_default=True,
     help="FETCHes each fetcher keeps in flight (pipelined) while the queues hold jobs.",
+)
+@click.option(
+    "--reporters",
+    type=click.IntRange(min=1),
+    default=None,
+    help="ACK/FAIL connections; default 1, or 2 from a concurrency of 10.",
 )
 @click.option(
     "--log-level",
@@ -145,6 +151,7 @@ def main(
     beat_interval: float,
     fetchers: int | None,
     fetch_depth: int,
+    reporters: int | None,
     log_level: str,
 ) -> None:
     """Run a Faktory worker until TERM or INT (TSTP: stop fetching; TTIN: log thread stacks)."""
@@ -161,6 +168,7 @@ def main(
             beat_interval=beat_interval,
             fetchers=fetchers,
             fetch_depth=fetch_depth,
+            reporters=reporters,
         )
         worker.work()
     except FaktoryError as exc:

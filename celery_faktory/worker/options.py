@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_SHUTDOWN_TIMEOUT",
     "WorkerOptions",
     "default_fetchers",
+    "default_reporters",
     "new_wid",
 ]
 
@@ -27,11 +28,18 @@ DEFAULT_SHUTDOWN_TIMEOUT = 25.0
 DEFAULT_BEAT_INTERVAL = 15.0
 #: The most fetcher threads :func:`default_fetchers` picks.
 MAX_DEFAULT_FETCHERS = 4
+#: The concurrency from which :func:`default_reporters` gives ACK and FAIL a second connection.
+SECOND_REPORTER_AT = 10
 
 
 def default_fetchers(concurrency: int) -> int:
-    """Fetcher threads for a concurrency: one per 8 slots, at least 1 and at most 4."""
-    return min(MAX_DEFAULT_FETCHERS, max(1, concurrency // 8))
+    """Fetcher threads for a concurrency: one per 5 slots, at least 1 and at most 4."""
+    return min(MAX_DEFAULT_FETCHERS, max(1, concurrency // 5))
+
+
+def default_reporters(concurrency: int) -> int:
+    """ACK/FAIL connections for a concurrency: 1, or 2 from :data:`SECOND_REPORTER_AT` on."""
+    return 2 if concurrency >= SECOND_REPORTER_AT else 1
 
 
 def new_wid() -> str:
@@ -52,6 +60,7 @@ class WorkerOptions:
         labels: Shown on the server's Busy page.
         fetchers: Fetcher threads, each with its own connection.
         fetch_depth: FETCHes each fetcher keeps in flight on its connection at most (pipelined).
+        reporters: Connections (each with its thread) that ACK and FAIL go out on.
     """
 
     wid: str
@@ -62,6 +71,7 @@ class WorkerOptions:
     labels: tuple[str, ...]
     fetchers: int
     fetch_depth: int = DEFAULT_FETCH_DEPTH
+    reporters: int = 1
 
     def __post_init__(self) -> None:
         if not self.wid or any(char.isspace() for char in self.wid):
@@ -72,6 +82,8 @@ class WorkerOptions:
             raise ConfigurationError(f"fetchers must be at least 1, got {self.fetchers}")
         if self.fetch_depth < 1:
             raise ConfigurationError(f"fetch_depth must be at least 1, got {self.fetch_depth}")
+        if self.reporters < 1:
+            raise ConfigurationError(f"reporters must be at least 1, got {self.reporters}")
         if self.shutdown_timeout < 0:
             raise ConfigurationError(f"shutdown_timeout must not be negative, got {self.shutdown_timeout}")
         if self.beat_interval <= 0:
@@ -89,8 +101,9 @@ class WorkerOptions:
         labels: Sequence[str],
         fetchers: int | None,
         fetch_depth: int = DEFAULT_FETCH_DEPTH,
+        reporters: int | None = None,
     ) -> WorkerOptions:
-        """Validate the keyword options of ``Worker``; ``None`` picks the default (a new wid, fetchers).
+        """Validate the keyword options of ``Worker``; ``None`` picks the default (a new wid, fetchers, reporters).
 
         Raises:
             ConfigurationError: An option is out of range.
@@ -104,4 +117,5 @@ class WorkerOptions:
             labels=tuple(labels),
             fetchers=default_fetchers(concurrency) if fetchers is None else fetchers,
             fetch_depth=fetch_depth,
+            reporters=default_reporters(concurrency) if reporters is None else reporters,
         )

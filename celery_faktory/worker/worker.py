@@ -7,7 +7,7 @@ Threads and connections (each connection carries the worker's wid):
   the hand-off (``concurrency`` slots, held by every job from FETCH until it finishes);
 * ``faktory-job_N`` (``concurrency`` of them, :class:`~celery_faktory.worker.job_threads.JobThreads`): run jobs;
 * ``faktory-asyncio``: the event loop that ``async def`` jobs run on, started on first use;
-* ``faktory-report``: its own connection; ACK and FAIL, batched and pipelined;
+* ``faktory-report-N`` (``reporters`` of them): a connection each; ACK and FAIL, batched and pipelined;
 * ``faktory-heartbeat``: its own connection; BEAT every ``beat_interval``;
 * ``faktory-shutdown``: runs the stop sequence.
 
@@ -107,9 +107,11 @@ class Worker:
         middleware: Middleware run around every job, outermost first (or a ready :class:`MiddlewareChain`).
         registry: Where job functions are looked up; default the module-level registry that
             :func:`~celery_faktory.worker.register` fills.
-        fetchers: Fetcher threads (connections); default ``concurrency // 8`` between 1 and 4.
+        fetchers: Fetcher threads (connections); default ``concurrency // 5`` between 1 and 4.
         fetch_depth: FETCHes each fetcher keeps in flight at most; default 4. A stop right after the queues ran
             dry waits for up to this many FETCH blocks (2 s each on Faktory); 1 never pipelines.
+        reporters: Connections ACK and FAIL go out on; default 1, or 2 from a concurrency of 10 (the server
+            answers one connection's commands one at a time).
         config: A ready :class:`ClientConfig`; ``url`` is then ignored and ``options`` change it.
         **options: Any :class:`ClientConfig` field (``password``, ``tls``, ``read_timeout`` ...).
 
@@ -137,6 +139,7 @@ class Worker:
         registry: Registry | None = None,
         fetchers: int | None = None,
         fetch_depth: int = DEFAULT_FETCH_DEPTH,
+        reporters: int | None = None,
         config: ClientConfig | None = None,
         **options: Any,
     ) -> None:
@@ -153,6 +156,7 @@ class Worker:
             labels=self.config.labels if labels is None else labels,
             fetchers=fetchers,
             fetch_depth=fetch_depth,
+            reporters=reporters,
         )
         self.middleware = middleware if isinstance(middleware, MiddlewareChain) else MiddlewareChain(middleware)
         self.registry = default_registry if registry is None else registry
@@ -167,7 +171,7 @@ class Worker:
         self._loop = EventLoopThread()
         self._executor = JobExecutor(self.registry, self.middleware, self._loop)
         self._handoff = HandOff(self.options.concurrency)
-        self._reporter = Reporter(self._connect)
+        self._reporter = Reporter(self._connect, connections=self.options.reporters)
         self._heartbeat = Heartbeat(
             self._connect,
             wid=self.options.wid,
@@ -269,13 +273,14 @@ class Worker:
             self._fetch_loop.start()
         plan = self.options.queues
         log.info(
-            "worker %s started on %s: queues %s (%s), concurrency %d, %d fetchers",
+            "worker %s started on %s: queues %s (%s), concurrency %d, %d fetchers, %d reporters",
             self.wid,
             self.config.safe_url,
             ", ".join(plan.queues),
             "weighted" if plan.weighted else "strict order",
             self.options.concurrency,
             self.options.fetchers,
+            self.options.reporters,
         )
         self._events.fire("startup", self)
         return self

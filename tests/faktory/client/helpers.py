@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from celery_faktory.client import Client, SortedSet
+from celery_faktory.client import Client, Connection, SortedSet
 from celery_faktory.job import Job
 from celery_faktory.protocol.replies import Reply
 from tests.faktory.wire import wait_until
@@ -56,22 +58,65 @@ def fail_one(client: Client, queue: str, job: Job, error: BaseException | str = 
     return fetched
 
 
+class _Recording:
+    """A connection handed out through a :class:`RequestSpy`: what is sent is recorded, then sent (or answered)."""
+
+    def __init__(self, spy: RequestSpy, real: Connection | None) -> None:
+        self._spy = spy
+        self.real = real
+        self.broken = False
+        self.pid = os.getpid()
+        self._answers: collections.deque[Reply] = collections.deque()
+
+    def send(self, data: bytes) -> None:
+        lines = [line + b"\r\n" for line in data.split(b"\r\n")[:-1]]
+        self._spy.lines.extend(lines)
+        if self.real is not None:
+            self.real.send(data)
+            return
+        replies = self._spy.replies
+        assert replies is not None
+        self._answers.extend(replies(line) for line in lines)
+
+    def read_reply(self) -> Reply:
+        if self.real is not None:
+            return self.real.read_reply()
+        return self._answers.popleft()
+
+    def request(self, line: bytes) -> Reply:
+        self.send(line)
+        return self.read_reply()
+
+    def pipeline(self, lines: Sequence[bytes]) -> list[Reply]:
+        self.send(b"".join(lines))
+        return [self.read_reply() for _ in lines]
+
+
 class RequestSpy:
-    """Records the command lines a client sends; with ``replies`` it answers them itself (nothing is sent)."""
+    """Records the command lines a client sends; with ``replies`` it answers them itself (nothing is sent).
+
+    It takes the place of the connections the client's pool hands out, so every way of sending is seen:
+    single requests, pipelines and fanned-out batches.
+    """
 
     def __init__(self, client: Client, replies: Callable[[bytes], Reply] | None = None) -> None:
         self.lines: list[bytes] = []
-        self.retried: list[bool] = []
-        self._original = client.request
-        self._replies = replies
-        client.request = self  # type: ignore[method-assign]
+        self.replies = replies
+        pool = client._pool
+        acquire, try_acquire, release = pool.acquire, pool.try_acquire, pool.release
 
-    def __call__(self, line: bytes, *, retry: bool = False) -> Reply:
-        self.lines.append(line)
-        self.retried.append(retry)
-        if self._replies is not None:
-            return self._replies(line)
-        return self._original(line, retry=retry)
+        def wrap(real: Connection | None) -> Any:
+            return None if real is None and replies is None else _Recording(self, real)
+
+        def spied_release(connection: Any) -> None:
+            real = connection.real if isinstance(connection, _Recording) else connection
+            if real is not None:
+                real.broken = real.broken or connection.broken
+                release(real)
+
+        pool.acquire = lambda: wrap(None if replies else acquire())  # type: ignore[method-assign]
+        pool.try_acquire = lambda: wrap(None) if replies else wrap(try_acquire())  # type: ignore[method-assign]
+        pool.release = spied_release  # type: ignore[method-assign]
 
     def verbs(self) -> list[str]:
         return [line.split(b" ", 1)[0].strip().decode() for line in self.lines]

@@ -59,7 +59,7 @@ def test_hello_sends_the_local_host_name_pid_and_labels(
     assert record["hostname"] == socket.gethostname()
     assert record["pid"] == os.getpid()
     assert record["labels"] == ["blue", "py"]
-    connections = 1 + 1 + worker.options.fetchers  # heartbeat, reporter, fetchers: never one shared
+    connections = 1 + worker.options.reporters + worker.options.fetchers  # heartbeat, ACK/FAIL, FETCH: never shared
     wait_until(lambda: faktory_server.workers()[worker.wid]["connections"] == connections)
 
 

@@ -9,15 +9,22 @@ import pytest
 from celery_faktory import ClientConfig
 from celery_faktory.errors import ConfigurationError
 from celery_faktory.worker import Worker
-from celery_faktory.worker.options import default_fetchers
+from celery_faktory.worker.options import default_fetchers, default_reporters
 
 URL = "tcp://127.0.0.1:7419"
 
 
-@pytest.mark.parametrize(("concurrency", "fetchers"), [(1, 1), (8, 1), (16, 2), (20, 2), (32, 4), (200, 4)])
+@pytest.mark.parametrize(("concurrency", "fetchers"), [(1, 1), (5, 1), (10, 2), (16, 3), (20, 4), (200, 4)])
 def test_default_fetchers_grow_with_concurrency_up_to_four(concurrency: int, fetchers: int) -> None:
     assert default_fetchers(concurrency) == fetchers
     assert Worker(URL, concurrency=concurrency).options.fetchers == fetchers
+
+
+@pytest.mark.parametrize(("concurrency", "reporters"), [(1, 1), (9, 1), (10, 2), (20, 2), (200, 2)])
+def test_a_busy_worker_gets_a_second_ack_connection(concurrency: int, reporters: int) -> None:
+    assert default_reporters(concurrency) == reporters
+    assert Worker(URL, concurrency=concurrency).options.reporters == reporters
+    assert Worker(URL, concurrency=concurrency, reporters=3).options.reporters == 3
 
 
 @pytest.mark.parametrize(
@@ -27,6 +34,8 @@ def test_default_fetchers_grow_with_concurrency_up_to_four(concurrency: int, fet
         ({"beat_interval": -1}, "beat_interval"),
         ({"concurrency": 0}, "concurrency"),
         ({"fetchers": 0}, "fetchers"),
+        ({"reporters": 0}, "reporters"),
+        ({"fetch_depth": 0}, "fetch_depth"),
         ({"shutdown_timeout": -1}, "shutdown_timeout"),
         ({"wid": "has space"}, "wid"),
         ({"queues": []}, "at least one queue"),

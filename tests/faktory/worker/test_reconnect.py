@@ -44,7 +44,9 @@ def test_dropped_fetch_and_ack_connections_lose_no_job(
         with lock:
             seen.add(job.jid)
 
-    worker = make_worker(url=server.url, queues=(queue,), concurrency=8, fetchers=2, beat_interval=0.2).start()
+    worker = make_worker(
+        url=server.url, queues=(queue,), concurrency=8, fetchers=2, reporters=2, beat_interval=0.2
+    ).start()
     with Client(server.url) as client:
         jobs = [Job("job", [n], queue=queue, reserve_for=1) for n in range(200)]
         jids = [job.jid for job in jobs]
