@@ -35,8 +35,6 @@ class JobContext:
             first retry, ``1`` on the second, and so on.
         payload: The job exactly as the server sent it.
         extra: Whatever middleware attached for later middleware or the function.
-        cancelled: Set when the worker gives up on the job at hard shutdown (after ``shutdown_timeout``); a
-            long job can wait on it or poll :attr:`is_cancelled` and return early.
     """
 
     jid: str
@@ -47,9 +45,9 @@ class JobContext:
     retry_count: int | None
     payload: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)
-    cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
-    _cancel_callbacks: list[Callable[[], object]] = field(default_factory=list, repr=False)
-    _cancel_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _cancelled: threading.Event | None = field(default=None, init=False, repr=False)
+    _cancel_callbacks: list[Callable[[], object]] = field(default_factory=list, init=False, repr=False)
+    _cancel_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> JobContext:
@@ -78,22 +76,36 @@ class JobContext:
         )
 
     @property
+    def cancelled(self) -> threading.Event:
+        """Set when the worker gives up on the job at hard shutdown (after ``shutdown_timeout``).
+
+        A long job can wait on it or poll :attr:`is_cancelled` and return early. The event is made on first use
+        (most jobs never look), so a job costs no event unless it asks for one.
+        """
+        with self._cancel_lock:
+            if self._cancelled is None:
+                self._cancelled = threading.Event()
+            return self._cancelled
+
+    @property
     def is_cancelled(self) -> bool:
         """Whether the worker has given up on this job (see :attr:`cancelled`)."""
-        return self.cancelled.is_set()
+        event = self._cancelled
+        return event is not None and event.is_set()
 
     def _on_cancel(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` when the job is cancelled (at once if it already is)."""
         with self._cancel_lock:
-            if not self.cancelled.is_set():
+            if not self.is_cancelled:
                 self._cancel_callbacks.append(callback)
                 return
         callback()
 
     def _cancel(self) -> None:
         """Set :attr:`cancelled` and run the cancel callbacks (the worker's side of hard shutdown)."""
+        event = self.cancelled
         with self._cancel_lock:
-            self.cancelled.set()
+            event.set()
             callbacks, self._cancel_callbacks = self._cancel_callbacks, []
         for callback in callbacks:
             callback()
