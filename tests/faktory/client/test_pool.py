@@ -183,6 +183,36 @@ def test_push_bulk_is_retried_after_a_dropped_reply(server: FaktoryServer) -> No
         assert {copy["jid"] for copy in server.queue("q")} == {job.jid for job in jobs}
 
 
+def test_a_connection_lost_between_chunks_loses_no_job(server: FaktoryServer) -> None:
+    """One connection carries the next chunk while the server works on this one: both are sent again."""
+    with Client(server.url) as client:
+        server.inject_fault("PUSHB", Fault())  # the first chunk is answered
+        server.inject_fault("PUSHB", Fault(drop_after=0))  # the second one's reply is lost with the connection
+        jobs = [Job("x", [n], queue="q") for n in range(10)]
+        assert client.push_bulk(jobs, chunk_size=2) == {}
+        copies = [copy["jid"] for copy in server.queue("q")]
+        assert set(copies) == {job.jid for job in jobs}
+        assert all(copies.count(jid) <= 2 for jid in set(copies))  # at most the chunks in flight, twice
+
+
+def test_a_lost_connection_raises_when_bulk_retry_is_off(server: FaktoryServer) -> None:
+    with Client(server.url) as client:
+        server.inject_fault("PUSHB", Fault())
+        server.inject_fault("PUSHB", Fault(drop_after=0))
+        with pytest.raises(ConnectionLost):
+            client.push_bulk([Job("x", [n], queue="q") for n in range(10)], chunk_size=2, retry=False)
+        assert client.info()  # the broken connection went back to the pool closed, not idle
+
+
+def test_push_many_sends_again_the_windows_a_lost_connection_took(server: FaktoryServer) -> None:
+    with Client(server.url) as client:
+        server.inject_fault("PUSH", Fault(), times=4)
+        server.inject_fault("PUSH", Fault(drop_after=0))
+        jobs = [Job("x", [n], queue="q") for n in range(12)]
+        assert client.push_many(jobs, window=3) == {}
+        assert {copy["jid"] for copy in server.queue("q")} == {job.jid for job in jobs}
+
+
 def test_fetch_is_not_retried(server: FaktoryServer) -> None:
     with Client(server.url) as client:
         job = Job("x", queue="q")
